@@ -1,0 +1,1 @@
+"""MovieLensExampleGen: GroupLens MovieLens files -> ratings and candidate Examples."""

@@ -1,0 +1,38 @@
+"""movielens-tfx-recommender: a two-stage movie recommender as a TFX pipeline."""
+
+from setuptools import find_packages, setup
+
+# The stack that installs and imports together (see DEVELOPERS notes in README).
+# Exact versions of every transitive dependency are in constraints.txt.
+INSTALL_REQUIRES = [
+    "tfx[kfp]==1.16.0",
+    "tensorflow==2.16.2",
+    "tf-keras~=2.16.0",
+    "tensorflow-recommenders==0.7.7",
+    "scann==1.3.2",
+    "apache-beam[gcp]==2.60.0",
+    "tensorflow-transform==1.16.0",
+    "tensorflow-data-validation==1.16.1",
+    "tensorflow-metadata~=1.16.0",
+    "ml-metadata==1.16.0",
+    "protobuf==3.20.3",
+    "tensorflow-datasets==4.9.3",
+    "kfp==2.5.0",
+    "kfp-pipeline-spec==0.2.2",
+    "tqdm>=4.60",
+]
+
+setup(
+    name="movielens-tfx-recommender",
+    version="0.1.0",
+    description="Two-stage (retrieval + ranking) movie recommender as an orchestrated TFX pipeline.",
+    python_requires=">=3.9,<3.11",
+    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
+                                    "modules", "modules.*"]),
+    package_data={"": ["*.pbtxt"]},
+    data_files=[],
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest==9.2.0"]},
+    entry_points={"console_scripts": ["movrec=pipeline.cli:main"]},
+)
