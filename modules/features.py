@@ -38,6 +38,8 @@ def transformed_name(name: str) -> str:
 ZIP_PREFIX_LENGTH = 3
 USER_ZIP_PREFIX = "user_zip_prefix"
 MOVIE_TITLE_TOKENS = "movie_title_tokens"
+USER_AGE_BUCKET = "user_age_bucket"
+TIMESTAMP_BUCKET = "timestamp_bucket"
 AGE_BUCKETS = 6  # quantile buckets of user age
 TIMESTAMP_BUCKETS = 20  # quantile buckets of rating time
 

@@ -1,0 +1,1 @@
+"""CuratedSchemaGen: ImportSchemaGen whose cache key follows the schema's content."""

@@ -1,0 +1,1 @@
+"""ValidationGate: stops the pipeline when ExampleValidator found anomalies."""

@@ -1,0 +1,62 @@
+"""Runs the pipeline locally: LocalDagRunner, Beam DirectRunner, SQLite MLMD, caching on."""
+
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import os
+import sys
+from typing import Iterator, TextIO
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
+from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
+
+from pipeline.errors import PipelineRunError, StoreInUseError  # pylint: disable=g-import-not-at-top
+from pipeline import progress  # pylint: disable=g-import-not-at-top
+from pipeline import run_summary  # pylint: disable=g-import-not-at-top
+from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
+
+
+@dataclasses.dataclass
+class LocalRunResult:
+  run: run_summary.PipelineRun  # as recorded in MLMD
+  log_path: str  # full TFX / Beam / TensorFlow log of the run
+
+
+@contextlib.contextmanager
+def exclusive_store(metadata_path: str) -> Iterator[None]:
+  """One run at a time per SQLite MLMD file (concurrent writers corrupt runs)."""
+  os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
+  lock_path = metadata_path + ".lock"
+  with open(lock_path, "w") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise StoreInUseError(
+          f"Another run is using the metadata store {metadata_path} (lock {lock_path}). "
+          "Wait for it to finish, or use another --output-dir.") from None
+    yield
+
+
+def metadata_store(config: PipelineConfig) -> mlmd.MetadataStore:
+  return mlmd.MetadataStore(metadata.sqlite_metadata_connection_config(config.metadata_path))
+
+
+def run(config: PipelineConfig, out: TextIO = sys.stdout) -> LocalRunResult:
+  """Runs the pipeline with readable progress on `out`; returns the run as MLMD has it."""
+  pipeline = create_pipeline(
+      config, metadata.sqlite_metadata_connection_config(config.metadata_path))
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  log_path = os.path.join(config.log_dir, f"run-{stamp}.log")
+  with exclusive_store(config.metadata_path):
+    with progress.tfx_logs_to_file(log_path, len(pipeline.components), out) as reporter:
+      try:
+        LocalDagRunner().run(pipeline)
+      except Exception as e:  # pylint: disable=broad-except
+        raise PipelineRunError(reporter.current, e, log_path) from e
+    return LocalRunResult(
+        run_summary.latest_run(metadata_store(config), config.pipeline_name), log_path)

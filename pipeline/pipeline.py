@@ -1,0 +1,86 @@
+"""create_pipeline: the one DAG every runner (local, Kubeflow V2 / Vertex) uses.
+
+  MovieLensExampleGen ─┬─ examples ── StatisticsGen ── ExampleValidator ─┐
+                       │                  SchemaGen ─┘ (ratings)          ├─ ValidationGate
+                       └─ candidates ─ CandidateStatisticsGen ─ Candidate─┘        │
+                                          CandidateSchemaGen ─ ExampleValidator     │
+  Transform(examples, schema)  ◀───────────────────── runs only after the gate ─────┘
+"""
+
+import os
+from typing import Optional
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+
+import schemas  # pylint: disable=g-import-not-at-top
+from components.curated_schema_gen.component import CuratedSchemaGen  # pylint: disable=g-import-not-at-top
+from components.movielens_example_gen.component import MovieLensExampleGen  # pylint: disable=g-import-not-at-top
+from components.validation_gate.component import ValidationGate  # pylint: disable=g-import-not-at-top
+from modules import features as F  # pylint: disable=g-import-not-at-top
+import modules  # pylint: disable=g-import-not-at-top
+from components import fingerprint  # pylint: disable=g-import-not-at-top
+from pipeline.config import PREPROCESSING_FN, PipelineConfig  # pylint: disable=g-import-not-at-top
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+) -> tfx.dsl.Pipeline:
+  """The recommender's TFX pipeline for `config`."""
+  example_gen = MovieLensExampleGen(
+      input_base=config.data_dir,
+      layout=config.layout,
+      split_method=config.split_method,
+      train_fraction=config.train_fraction,
+      split_seed=config.split_seed,
+      temporal_cutoff=config.temporal_cutoff,
+      skip_bad_rows=config.skip_bad_rows)
+
+  # Ratings: statistics, the curated schema, validation.
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+  schema_gen = CuratedSchemaGen(
+      schema_file=schemas.schema_path(schemas.ratings_schema_name(config.has_demographics))
+  ).with_id("SchemaGen")
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+
+  # Candidates (the movie catalogue): the same checks against their own schema.
+  candidate_statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs["candidates"]).with_id("CandidateStatisticsGen")
+  candidate_schema_gen = CuratedSchemaGen(
+      schema_file=schemas.schema_path(schemas.MOVIES)).with_id("CandidateSchemaGen")
+  candidate_validator = tfx.components.ExampleValidator(
+      statistics=candidate_statistics_gen.outputs["statistics"],
+      schema=candidate_schema_gen.outputs["schema"]).with_id("CandidateExampleValidator")
+
+  validation_gate = ValidationGate(
+      ratings_anomalies=example_validator.outputs["anomalies"],
+      candidate_anomalies=candidate_validator.outputs["anomalies"])
+
+  # User code is referenced by import path (so Kubeflow compiles offline); its source
+  # digest goes into custom_config so that editing it invalidates the cache.
+  user_code = {"modules_sha256": fingerprint.package_sha256(modules)}
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs["examples"],
+      schema=schema_gen.outputs["schema"],
+      preprocessing_fn=PREPROCESSING_FN,
+      custom_config=user_code,
+      splits_config=tfx.proto.SplitsConfig(
+          analyze=[F.TRAIN_SPLIT], transform=[F.TRAIN_SPLIT, F.EVAL_SPLIT]))
+  transform.add_upstream_node(validation_gate)
+
+  components = [
+      example_gen, statistics_gen, schema_gen, example_validator,
+      candidate_statistics_gen, candidate_schema_gen, candidate_validator,
+      validation_gate, transform,
+  ]
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      components=components,
+      enable_cache=config.enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=config.beam_pipeline_args())
