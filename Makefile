@@ -1,0 +1,21 @@
+# `make run`: set up .venv and run the pipeline on MovieLens 100k.
+# `make test`: set up .venv and run the test suite.
+PYTHON ?= $(shell command -v python3.10 2>/dev/null || echo $$HOME/.pyenv/versions/3.10.13/bin/python)
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+$(STAMP): setup.py constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade "pip==24.0"
+	$(VENV)/bin/pip install -q -c constraints.txt -e ".[test]"
+	$(VENV)/bin/pip check
+	touch $(STAMP)
+
+.PHONY: setup run test
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/movrec run $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests
