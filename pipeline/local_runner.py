@@ -58,5 +58,11 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> LocalRunResult:
         LocalDagRunner().run(pipeline)
       except Exception as e:  # pylint: disable=broad-except
         raise PipelineRunError(reporter.current, e, log_path) from e
-    return LocalRunResult(
-        run_summary.latest_run(metadata_store(config), config.pipeline_name), log_path)
+    recorded = run_summary.latest_run(metadata_store(config), config.pipeline_name)
+  # Transform's executor swallows the runner's "is finished" record on a fresh run;
+  # MLMD has the authoritative state, so report whatever the live lines missed.
+  for component in recorded.components:
+    if component.node_id not in reporter.states:
+      reporter.report(component.node_id, component.state.lower().replace("complete", "done"),
+                      component.seconds)
+  return LocalRunResult(recorded, log_path)

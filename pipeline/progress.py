@@ -43,15 +43,16 @@ class ProgressReporter(logging.Handler):
     elif _CACHED.match(message):
       self._cached = True
     elif match := _FINISHED.match(message):
-      name = match.group(1)
-      state = "cached" if self._cached else "done"
-      self.states[name] = state
-      self.finished.append(name)
-      seconds = time.monotonic() - self._started
-      n = len(self.finished)
-      self._out.write(f"[{n:>2}/{self._total}] {name:.<32} {state:<6} {seconds:6.1f} s\n")
-      self._out.flush()
+      self.report(match.group(1), "cached" if self._cached else "done",
+                  time.monotonic() - self._started)
       self._current = None
+
+  def report(self, name: str, state: str, seconds: float) -> None:
+    self.states[name] = state
+    self.finished.append(name)
+    n = len(self.finished)
+    self._out.write(f"[{n:>2}/{self._total}] {name:.<32} {state:<6} {seconds:6.1f} s\n")
+    self._out.flush()
 
 
 @contextlib.contextmanager
