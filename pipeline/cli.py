@@ -77,7 +77,10 @@ def cmd_run(args) -> int:
       beam_mode=args.beam_mode, enable_cache=not args.no_cache)
   print(f"Pipeline {cfg.pipeline_name}: {cfg.layout} data in {data_dir}; "
         f"Beam {cfg.beam_mode}; cache {'on' if cfg.enable_cache else 'off'}")
-  from pipeline import local_runner  # pylint: disable=g-import-not-at-top  (imports TFX)
+  from pipeline import progress  # pylint: disable=g-import-not-at-top
+  # Importing TFX imports TensorFlow and the Google Cloud clients, which log and warn.
+  with progress.stderr_to_file(os.path.join(cfg.log_dir, "imports.log")):
+    from pipeline import local_runner  # pylint: disable=g-import-not-at-top
   started = time.monotonic()
   result = local_runner.run(cfg)
   _print_summary(result, cfg, time.monotonic() - started)

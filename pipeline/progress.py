@@ -56,6 +56,23 @@ class ProgressReporter(logging.Handler):
 
 
 @contextlib.contextmanager
+def stderr_to_file(log_path: str) -> Iterator[None]:
+  """File descriptor 2 (Python warnings, TensorFlow's C++ logs) appended to `log_path`."""
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  sys.stderr.flush()
+  saved_stderr = os.dup(2)
+  log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  os.dup2(log_fd, 2)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved_stderr, 2)
+    os.close(saved_stderr)
+    os.close(log_fd)
+
+
+@contextlib.contextmanager
 def tfx_logs_to_file(log_path: str, total_components: int,
                      out: TextIO = sys.stdout) -> Iterator[ProgressReporter]:
   """Within the block, all logs go to `log_path`; progress lines go to `out`."""
@@ -74,17 +91,10 @@ def tfx_logs_to_file(log_path: str, total_components: int,
   saved_absl_level = absl_logger.level
   absl_logger.addHandler(reporter)
   absl_logger.setLevel(logging.INFO)
-  sys.stderr.flush()
-  saved_stderr = os.dup(2)
-  log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
-  os.dup2(log_fd, 2)
   try:
-    yield reporter
+    with stderr_to_file(log_path):
+      yield reporter
   finally:
-    sys.stderr.flush()
-    os.dup2(saved_stderr, 2)
-    os.close(saved_stderr)
-    os.close(log_fd)
     file_handler.close()
     absl_logger.removeHandler(reporter)
     absl_logger.setLevel(saved_absl_level)
