@@ -103,3 +103,12 @@ def test_directory_without_movielens_files_lists_expected_files(tmp_path):
     layouts.detect_layout(str(tmp_path))
   for expected in ("u.data", "ratings.dat", "ratings.csv", str(tmp_path)):
     assert expected in str(err.value)
+
+
+def test_duplicate_movie_id_names_file_and_line(tmp_path, synthetic_data):
+  data_dir = synthetic.write(synthetic_data, str(tmp_path), "ml-1m")
+  movies_file = os.path.join(data_dir, "movies.dat")
+  n_lines = sum(1 for _ in open(movies_file, encoding="latin-1"))
+  _append(movies_file, "1::Again (1990)::Drama\n")
+  with pytest.raises(layouts.MovieLensDataError, match=rf"movies.dat:{n_lines + 1}: movie id 1 appears twice"):
+    read_all(data_dir)

@@ -307,18 +307,25 @@ def _records(layout: Layout, path: str, separator: str, n_fields: int,
       bad_rows.handle(path, line_no, "bad value", f"{e}; expected {what}.")
 
 
+def _unique_by_id(records, id_of, kind: str, path: str, bad_rows: BadRows) -> Dict[str, object]:
+  """Records by id; a repeated id is a bad row."""
+  by_id = {}
+  for line_no, record in records:
+    if id_of(record) in by_id:
+      bad_rows.handle(path, line_no, "duplicate id",
+                      f"{kind} id {id_of(record)} appears twice; expected unique ids.")
+      continue
+    by_id[id_of(record)] = record
+  return by_id
+
+
 def read_movies(layout: Layout, data_dir: str, bad_rows: BadRows) -> Dict[str, Movie]:
   path = layout.path(data_dir, layout.movies_file)
-  movies: Dict[str, Movie] = {}
   what = {"ml-100k": "id|title|release date|video date|url|19 genre flags"}.get(
       layout.name, "movie id, title, genres")
-  for line_no, movie in _records(layout, path, layout.separator, layout.movie_fields,
-                                 layout.parse_movie, what, bad_rows):
-    if movie.movie_id in movies:
-      bad_rows.handle(path, line_no, "duplicate id",
-                      f"movie id {movie.movie_id} appears twice; expected unique ids.")
-      continue
-    movies[movie.movie_id] = movie
+  movies = _unique_by_id(
+      _records(layout, path, layout.separator, layout.movie_fields, layout.parse_movie,
+               what, bad_rows), lambda m: m.movie_id, "movie", path, bad_rows)
   if not movies:
     raise MovieLensDataError(f"{path}: no movies could be read; expected at least one.")
   return movies
@@ -331,15 +338,9 @@ def read_users(layout: Layout, data_dir: str, bad_rows: BadRows) -> Dict[str, Us
   path = layout.path(data_dir, layout.users_file)
   what = ("user id|age|gender|occupation|zip code" if layout.name == "ml-100k"
           else "user id::gender::age code::occupation code::zip code")
-  users: Dict[str, User] = {}
-  for line_no, user in _records(layout, path, layout.separator, layout.user_fields,
-                                layout.parse_user, what, bad_rows):
-    if user.user_id in users:
-      bad_rows.handle(path, line_no, "duplicate id",
-                      f"user id {user.user_id} appears twice; expected unique ids.")
-      continue
-    users[user.user_id] = user
-  return users
+  return _unique_by_id(
+      _records(layout, path, layout.separator, layout.user_fields, layout.parse_user,
+               what, bad_rows), lambda u: u.user_id, "user", path, bad_rows)
 
 
 def read_ratings(layout: Layout, data_dir: str, movies: Dict[str, Movie],
