@@ -42,14 +42,18 @@ def exclusive_store(metadata_path: str) -> Iterator[None]:
     yield
 
 
+def connection_config(config: PipelineConfig):
+  """The local SQLite MLMD store of `config`."""
+  return metadata.sqlite_metadata_connection_config(config.metadata_path)
+
+
 def metadata_store(config: PipelineConfig) -> mlmd.MetadataStore:
-  return mlmd.MetadataStore(metadata.sqlite_metadata_connection_config(config.metadata_path))
+  return mlmd.MetadataStore(connection_config(config))
 
 
 def run(config: PipelineConfig, out: TextIO = sys.stdout) -> LocalRunResult:
   """Runs the pipeline with readable progress on `out`; returns the run as MLMD has it."""
-  pipeline = create_pipeline(
-      config, metadata.sqlite_metadata_connection_config(config.metadata_path))
+  pipeline = create_pipeline(config, connection_config(config))
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   log_path = os.path.join(config.log_dir, f"run-{stamp}.log")
   with exclusive_store(config.metadata_path):
@@ -59,8 +63,8 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> LocalRunResult:
       except Exception as e:  # pylint: disable=broad-except
         raise PipelineRunError(reporter.current, e, log_path) from e
     recorded = run_summary.latest_run(metadata_store(config), config.pipeline_name)
-  # Transform's executor swallows the runner's "is finished" record on a fresh run;
-  # MLMD has the authoritative state, so report whatever the live lines missed.
+  # The runner's "Component Transform is finished" record does not reach the reporter
+  # on a fresh run (cause not found); MLMD is authoritative, so report what was missed.
   for component in recorded.components:
     if component.node_id not in reporter.states:
       reporter.report(component.node_id, component.state.lower().replace("complete", "done"),

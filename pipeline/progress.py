@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import time
-from typing import Dict, Iterator, List, Optional, TextIO
+from typing import Dict, Iterator, Optional, TextIO
 
 _RUNNING = re.compile(r"^Component (\S+) is running\.$")
 _FINISHED = re.compile(r"^Component (\S+) is finished\.$")
@@ -28,8 +28,7 @@ class ProgressReporter(logging.Handler):
     self._current: Optional[str] = None
     self._started = 0.0
     self._cached = False
-    self.finished: List[str] = []
-    self.states: Dict[str, str] = {}
+    self.states: Dict[str, str] = {}  # reported components, in order
 
   @property
   def current(self) -> Optional[str]:
@@ -49,8 +48,7 @@ class ProgressReporter(logging.Handler):
 
   def report(self, name: str, state: str, seconds: float) -> None:
     self.states[name] = state
-    self.finished.append(name)
-    n = len(self.finished)
+    n = len(self.states)
     self._out.write(f"[{n:>2}/{self._total}] {name:.<32} {state:<6} {seconds:6.1f} s\n")
     self._out.flush()
 
