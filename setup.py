@@ -28,7 +28,7 @@ setup(
     description="Two-stage (retrieval + ranking) movie recommender as an orchestrated TFX pipeline.",
     python_requires=">=3.9,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "schemas",
-                                    "modules", "modules.*"]),
+                                    "modules", "modules.*", "serving", "serving.*"]),
     package_data={"schemas": ["*/schema.pbtxt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,

@@ -43,6 +43,11 @@ TIMESTAMP_BUCKET = "timestamp_bucket"
 AGE_BUCKETS = 6  # quantile buckets of user age
 TIMESTAMP_BUCKETS = 20  # quantile buckets of rating time
 
+# The movies a user rated before (training split), most recent first: a query-tower input
+# built by the retrieval Trainer from the training data (modules/user_history.py) and
+# given explicitly (as raw movie ids) to the exported query model at serving time.
+USER_HISTORY = "user_history"
+
 # Vocabulary files written by Transform, by the feature they index.
 VOCABULARY_NAMES = {
     USER_ID: "user_id_vocab",

@@ -9,6 +9,7 @@ Data for `run`: --data-dir, else $MOVIELENS_DATA_DIR, else ml-100k in the downlo
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -60,9 +61,50 @@ def _print_summary(result, config, seconds: float) -> None:
   if prop("skipped_rows"):
     print(f"  SKIPPED     {prop('skipped_rows'):,} bad rows: {prop('skipped_rows_detail')}")
   print(f"  transform   {run.output('Transform', 'transform_graph').uri}")
+  for line in _stage_one_lines(run):
+    print(line)
   print(f"  artifacts   {config.pipeline_root}")
   print(f"  metadata    {config.metadata_path}")
   print(f"  full log    {result.log_path}")
+
+
+def _props(artifact):
+  """Custom properties of an MLMD artifact as plain Python values."""
+  out = {}
+  for name, value in artifact.custom_properties.items():
+    kind = value.WhichOneof("value")
+    out[name] = getattr(value, kind) if kind else None
+  return out
+
+
+def _verdict(blessing) -> str:
+  props = _props(blessing)
+  return "BLESSED" if props.get("blessed") == 1 else f"NOT BLESSED ({props.get('reasons')})"
+
+
+def _stage_one_lines(run) -> List[str]:
+  """Retrieval quality, index and push, from the run's artifacts."""
+  lines = []
+  try:
+    evaluation = _props(run.output("RetrievalEvaluator", "evaluation"))
+    lines.append(
+        f"  retrieval   unseen top-10 {evaluation['top_10_unseen']:.3f}, top-100 "
+        f"{evaluation['top_100_unseen']:.3f}; recall@10 {evaluation['recall_at_10']:.3f}, "
+        f"NDCG@10 {evaluation['ndcg_at_10']:.3f}: "
+        f"{_verdict(run.output('RetrievalEvaluator', 'blessing'))}")
+    index = run.output("IndexBuilder", "index")
+    info = _props(index)
+    lines.append(
+        f"  index       {index.properties['search_mode'].string_value} over "
+        f"{index.properties['num_candidates'].int_value:,} movies: recall@10 vs exact "
+        f"{info['recall_at_10']:.3f}, {info['queries_per_second']:,.0f} queries/s, built in "
+        f"{info['build_seconds']:.2f} s: {_verdict(run.output('IndexBuilder', 'blessing'))}")
+    pushed = _props(run.output("BundlePusher", "pushed_model"))
+    lines.append(f"  pushed      {pushed['pushed_destination']}" if pushed.get("pushed") else
+                 f"  pushed      nothing: {pushed.get('not_pushed_reason')}")
+  except KeyError:  # the run stopped before these components
+    pass
+  return lines
 
 
 def cmd_run(args) -> int:
@@ -74,7 +116,11 @@ def cmd_run(args) -> int:
       pipeline_name=args.pipeline_name, layout=args.layout, split_method=args.split,
       train_fraction=args.train_fraction, split_seed=args.seed,
       temporal_cutoff=args.temporal_cutoff, skip_bad_rows=args.skip_bad_rows,
-      beam_mode=args.beam_mode, enable_cache=not args.no_cache)
+      beam_mode=args.beam_mode, enable_cache=not args.no_cache,
+      retrieval_hparams=_key_values(args.retrieval, "--retrieval"),
+      **({"retrieval_thresholds": _key_values(args.retrieval_threshold, "--retrieval-threshold")}
+         if args.retrieval_threshold else {}),
+      index_min_recall=args.index_min_recall)
   print(f"Pipeline {cfg.pipeline_name}: {cfg.layout} data in {data_dir}; "
         f"Beam {cfg.beam_mode}; cache {'on' if cfg.enable_cache else 'off'}")
   from pipeline import progress  # pylint: disable=g-import-not-at-top
@@ -85,6 +131,20 @@ def cmd_run(args) -> int:
   result = local_runner.run(cfg)
   _print_summary(result, cfg, time.monotonic() - started)
   return 0
+
+
+def _key_values(pairs: Optional[List[str]], flag: str) -> dict:
+  """["epochs=5", "hidden_layers=[128]"] -> {"epochs": 5, "hidden_layers": [128]} (JSON values)."""
+  out = {}
+  for pair in pairs or []:
+    key, sep, value = pair.partition("=")
+    if not sep:
+      raise ValueError(f"{flag} {pair!r}: expected NAME=VALUE")
+    try:
+      out[key] = json.loads(value)
+    except json.JSONDecodeError:
+      out[key] = value
+  return out
 
 
 def cmd_generate_data(args) -> int:
@@ -124,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("--beam-mode", choices=config_lib.BEAM_MODES,
                    default=config_lib.BEAM_IN_MEMORY)
   run.add_argument("--no-cache", action="store_true", help="re-execute every component")
+  run.add_argument("--retrieval", action="append", metavar="NAME=VALUE",
+                   help="retrieval hyperparameter (modules/hparams.py), e.g. epochs=5; repeatable")
+  run.add_argument("--retrieval-threshold", action="append", metavar="METRIC=MIN",
+                   help="bless the retrieval model only if METRIC >= MIN (replaces the "
+                        "defaults), e.g. top_10_unseen=0.15; repeatable")
+  run.add_argument("--index-min-recall", type=float, default=0.95,
+                   help="bless the index only if its recall@10 vs exact search reaches this")
   run.set_defaults(func=cmd_run)
 
   gen = sub.add_parser("generate-data", help="write synthetic MovieLens-shaped files")

@@ -11,9 +11,10 @@ Where things land, under `output_dir` (default ./outputs, or $MOVREC_OUTPUT_DIR)
 import dataclasses
 import multiprocessing
 import os
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from components.movielens_example_gen import layouts
+from modules.hparams import RetrievalHParams
 
 ENV_DATA_DIR = "MOVIELENS_DATA_DIR"
 ENV_OUTPUT_DIR = "MOVREC_OUTPUT_DIR"
@@ -21,6 +22,12 @@ DEFAULT_OUTPUT_DIR = "outputs"
 DEFAULT_PIPELINE_NAME = "movielens-recommender"
 
 PREPROCESSING_FN = "modules.preprocessing.preprocessing_fn"
+RETRIEVAL_RUN_FN = "modules.retrieval_trainer.run_fn"
+
+# The retrieval model is blessed only above these (metric names: components/
+# retrieval_evaluator/metrics.py). Popularity scores top_10_unseen 0.09 on ml-100k; a
+# model below a third of that is broken, not merely weak.
+DEFAULT_RETRIEVAL_THRESHOLDS = {"top_10_unseen": 0.03, "top_100_unseen": 0.2}
 
 # Beam on one machine: measured on 2 cores for ml-100k (see README), in-process is faster
 # than multi-process; multi-process pays off on larger data and more cores.
@@ -46,8 +53,16 @@ class PipelineConfig:
   beam_workers: int = 0  # multi_processing workers; 0 = one per core
   extra_beam_args: Tuple[str, ...] = ()  # e.g. --runner=DataflowRunner ...
   enable_cache: bool = True
+  # Retrieval model: RetrievalHParams overrides, e.g. {"epochs": 5}.
+  retrieval_hparams: Dict = dataclasses.field(default_factory=dict)
+  retrieval_thresholds: Dict[str, float] = dataclasses.field(
+      default_factory=lambda: dict(DEFAULT_RETRIEVAL_THRESHOLDS))
+  max_regression: float = 0.01  # allowed drop of a thresholded metric vs the last blessed
+  index_min_recall: float = 0.95  # recall@10 against exact search
+  index_exact_below: int = 20_000  # catalogues smaller than this get brute-force search
 
   def __post_init__(self):
+    RetrievalHParams.from_dict(self.retrieval_hparams)  # unknown keys fail here, not in the Trainer
     if self.beam_mode not in BEAM_MODES:
       raise ValueError(f"beam_mode {self.beam_mode!r} is not one of {BEAM_MODES}.")
     if self.layout is None:

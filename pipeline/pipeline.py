@@ -5,6 +5,11 @@
                        └─ candidates ─ CandidateStatisticsGen ─ Candidate─┘        │
                                           CandidateSchemaGen ─ ExampleValidator     │
   Transform(examples, schema)  ◀───────────────────── runs only after the gate ─────┘
+      │
+  RetrievalTrainer ─┬─ RetrievalEvaluator (eval split × whole catalogue; vs the last
+      │             │      blessed model from LatestBlessedRetrievalModelResolver)
+      │             └─ IndexBuilder (ScaNN over the candidates; recall vs exact search)
+      └──────────────── BundlePusher (query model + index, only when both are blessed)
 """
 
 import os
@@ -16,13 +21,18 @@ from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not
 from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
 
 import schemas  # pylint: disable=g-import-not-at-top
+from components.bundle_pusher.component import BundlePusher  # pylint: disable=g-import-not-at-top
 from components.curated_schema_gen.component import CuratedSchemaGen  # pylint: disable=g-import-not-at-top
+from components.index_builder.component import IndexBuilder  # pylint: disable=g-import-not-at-top
 from components.movielens_example_gen.component import MovieLensExampleGen  # pylint: disable=g-import-not-at-top
+from components.retrieval_evaluator.component import RetrievalEvaluator  # pylint: disable=g-import-not-at-top
 from components.validation_gate.component import ValidationGate  # pylint: disable=g-import-not-at-top
 from modules import features as F  # pylint: disable=g-import-not-at-top
 import modules  # pylint: disable=g-import-not-at-top
 from components import fingerprint  # pylint: disable=g-import-not-at-top
-from pipeline.config import PREPROCESSING_FN, PipelineConfig  # pylint: disable=g-import-not-at-top
+from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
+from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
+from pipeline.config import PREPROCESSING_FN, RETRIEVAL_RUN_FN, PipelineConfig  # pylint: disable=g-import-not-at-top
 
 
 def create_pipeline(
@@ -72,10 +82,49 @@ def create_pipeline(
           analyze=[F.TRAIN_SPLIT], transform=[F.TRAIN_SPLIT, F.EVAL_SPLIT]))
   transform.add_upstream_node(validation_gate)
 
+  # Stage one: two-tower retrieval, judged over the whole catalogue, indexed with ScaNN.
+  retrieval_hparams = RetrievalHParams.from_dict(config.retrieval_hparams).to_dict()
+  retrieval_trainer_ = tfx.components.Trainer(
+      run_fn=RETRIEVAL_RUN_FN,
+      examples=transform.outputs["transformed_examples"],
+      transform_graph=transform.outputs["transform_graph"],
+      schema=schema_gen.outputs["schema"],
+      custom_config={retrieval_trainer.HPARAMS_KEY: retrieval_hparams, **user_code},
+  ).with_id("RetrievalTrainer")
+  latest_blessed_retrieval = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                            producer_component_id=retrieval_trainer_.id),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                     producer_component_id="RetrievalEvaluator"),
+  ).with_id("LatestBlessedRetrievalModelResolver")
+  retrieval_evaluator = RetrievalEvaluator(
+      model=retrieval_trainer_.outputs["model"],
+      baseline_model=latest_blessed_retrieval.outputs["model"],
+      examples=example_gen.outputs["examples"],
+      candidates=example_gen.outputs["candidates"],
+      thresholds=config.retrieval_thresholds,
+      max_regression=config.max_regression)
+  index_builder = IndexBuilder(
+      model=retrieval_trainer_.outputs["model"],
+      candidates=example_gen.outputs["candidates"],
+      examples=example_gen.outputs["examples"],
+      transform_graph=transform.outputs["transform_graph"],
+      min_recall=config.index_min_recall,
+      exact_below=config.index_exact_below)
+  pusher = BundlePusher(
+      model=retrieval_trainer_.outputs["model"],
+      model_blessing=retrieval_evaluator.outputs["blessing"],
+      index=index_builder.outputs["index"],
+      index_blessing=index_builder.outputs["blessing"],
+      examples=example_gen.outputs["examples"],
+      serving_dir=config.serving_dir)
+
   components = [
       example_gen, statistics_gen, schema_gen, example_validator,
       candidate_statistics_gen, candidate_schema_gen, candidate_validator,
-      validation_gate, transform,
+      validation_gate, transform, retrieval_trainer_, latest_blessed_retrieval,
+      retrieval_evaluator, index_builder, pusher,
   ]
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,

@@ -1,0 +1,62 @@
+"""Reading the raw tf.Examples of an Examples artifact split (for evaluation and indexing).
+
+These read into memory: fine up to ml-25m's eval split on one machine; a Beam version is
+the path for bigger data (see README "Scaling").
+"""
+
+import os
+from typing import Dict, List, Sequence
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
+
+
+def split_files(examples, split: str) -> List[str]:
+  """The gzipped TFRecord files of one split of an Examples artifact."""
+  uri = artifact_utils.get_split_uri([examples], split)
+  files = sorted(tf.io.gfile.glob(os.path.join(uri, "*")))
+  if not files:
+    raise FileNotFoundError(f"split {split!r} of Examples {examples.uri} has no files")
+  return files
+
+
+def read_serialized(examples, split: str) -> List[bytes]:
+  return [r.numpy() for r in tf.data.TFRecordDataset(split_files(examples, split),
+                                                     compression_type="GZIP")]
+
+
+def scalar_columns(serialized: Sequence[bytes], names: Dict[str, tf.dtypes.DType],
+                   batch_size: int = 8192) -> Dict[str, np.ndarray]:
+  """Scalar features of serialized Examples as numpy columns (strings decoded)."""
+  spec = {name: tf.io.FixedLenFeature([1], dtype) for name, dtype in names.items()}
+  parts = {name: [] for name in names}
+  for start in range(0, len(serialized), batch_size):
+    parsed = tf.io.parse_example(tf.constant(serialized[start:start + batch_size]), spec)
+    for name in names:
+      parts[name].append(parsed[name].numpy().reshape(-1))
+  columns = {}
+  for name, dtype in names.items():
+    values = np.concatenate(parts[name]) if parts[name] else np.array([])
+    if dtype == tf.string:
+      values = np.array([v.decode() for v in values], dtype=object)
+    columns[name] = values
+  return columns
+
+
+def movie_records(serialized: Sequence[bytes]) -> List[Dict]:
+  """Catalogue Examples as dicts: movie_id, title, genres (list), year (int or None)."""
+  from modules import features as F  # pylint: disable=g-import-not-at-top
+  records = []
+  for raw in serialized:
+    feature = tf.train.Example.FromString(raw).features.feature
+    year = feature[F.MOVIE_RELEASE_YEAR].int64_list.value if F.MOVIE_RELEASE_YEAR in feature else []
+    records.append({
+        "movie_id": feature[F.MOVIE_ID].bytes_list.value[0].decode(),
+        "title": feature[F.MOVIE_TITLE].bytes_list.value[0].decode(),
+        "genres": [g.decode() for g in feature[F.MOVIE_GENRES].bytes_list.value],
+        "year": int(year[0]) if year else None,
+    })
+  return records

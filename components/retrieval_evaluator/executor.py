@@ -1,0 +1,73 @@
+"""RetrievalEvaluator executor: catalogue-wide exact metrics, baseline comparison, blessing."""
+
+import json
+import os
+from typing import Any, Dict, List
+
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+
+from components import blessing as blessing_lib
+from components.retrieval_evaluator import eval_set as eval_set_lib
+from components.retrieval_evaluator import evaluate
+from modules import retrieval_export
+
+MODEL_KEY = "model"
+BASELINE_MODEL_KEY = "baseline_model"
+EXAMPLES_KEY = "examples"
+CANDIDATES_KEY = "candidates"
+EVALUATION_KEY = "evaluation"
+BLESSING_KEY = "blessing"
+THRESHOLDS_KEY = "thresholds"
+MAX_REGRESSION_KEY = "max_regression"
+METRICS_FILE = "metrics.json"
+
+
+def serving_dir(model: types.Artifact) -> str:
+  """Where a Trainer's Model artifact keeps its SavedModels (TFX's Format-Serving)."""
+  return os.path.join(model.uri, "Format-Serving")
+
+
+class Executor(base_executor.BaseExecutor):
+  """Evaluates the model (and the last blessed one, on the same data) and blesses or not."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+    baselines = input_dict.get(BASELINE_MODEL_KEY) or []
+    baseline = baselines[0] if baselines else None
+    if baseline is not None and baseline.id == model.id:
+      baseline = None  # the model is its own last blessed version: nothing to compare
+    thresholds = blessing_lib.parse_json_param(
+        exec_properties.get(THRESHOLDS_KEY), THRESHOLDS_KEY, {})
+    max_regression = float(exec_properties.get(MAX_REGRESSION_KEY) or 0.0)
+
+    data = eval_set_lib.from_artifacts(
+        artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]),
+        artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]))
+    metrics = evaluate.evaluate_model(
+        retrieval_export.RetrievalModelPair(serving_dir(model)), data)
+    baseline_metrics = None
+    if baseline is not None:
+      baseline_metrics = evaluate.evaluate_model(
+          retrieval_export.RetrievalModelPair(serving_dir(baseline)), data)
+    decision = blessing_lib.decide(metrics, thresholds, baseline_metrics, max_regression)
+    logging.info("RetrievalEvaluator: %s; %s", "BLESSED" if decision.blessed else
+                 "NOT BLESSED", "; ".join(decision.reasons))
+
+    evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
+    io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE), json.dumps({
+        "model": {"uri": model.uri, "id": model.id, "metrics": metrics},
+        "baseline": None if baseline is None else {
+            "uri": baseline.uri, "id": baseline.id, "metrics": baseline_metrics},
+        "thresholds": thresholds, "max_regression": max_regression,
+        "dropped_eval_rows": data.dropped_eval_rows,
+        **decision.to_dict()}, indent=2))
+    blessing_lib.record_metrics(evaluation, metrics)
+    blessing_lib.write_blessing(
+        artifact_utils.get_single_instance(output_dict[BLESSING_KEY]), decision, model,
+        baseline)

@@ -1,0 +1,62 @@
+"""Hyperparameters of both models: one dataclass each, defaults here, nowhere else.
+
+The pipeline passes them to the Trainers as `custom_config` dicts (so they are recorded
+in MLMD with each execution and key TFX's cache); `from_dict` rejects unknown keys so a
+typo in a configuration fails loudly instead of silently training the default.
+"""
+
+import dataclasses
+from typing import Any, Dict, Tuple
+
+
+class _FromDict:
+  """`from_dict` / `to_dict` for a dataclass of plain values."""
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any] = None):
+    values = dict(values or {})
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
+    for name, value in values.items():
+      if isinstance(value, list):  # JSON round trip turns tuples into lists
+        values[name] = tuple(value)
+    return cls(**values)
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalHParams(_FromDict):
+  """The two-tower retrieval model and its training.
+
+  Defaults were chosen on ml-100k (random 80/20 split, seed 42) with bench/retrieval_quality.py.
+  """
+  id_embedding_dim: int = 64  # user id and movie id embeddings
+  feature_embedding_dim: int = 16  # small categorical features (genres, occupation, ...)
+  use_user_id: bool = True  # a per-user embedding (memorises; history generalises)
+  use_history: bool = True  # mean embedding of the user's rated movies in the query tower
+  history_max: int = 200  # most recent rated movies kept per user
+  hidden_layers: Tuple[int, ...] = ()  # dense layers of each tower before the output
+  output_dim: int = 64  # both towers end in this dimension
+  normalize: bool = True  # L2-normalise tower outputs (cosine similarity / temperature)
+  temperature: float = 0.05  # logits are divided by it
+  logq_correction: bool = True  # subtract log of the movie's sampling probability
+  remove_accidental_hits: bool = True  # in-batch "negatives" that are the positive movie
+  epochs: int = 10
+  batch_size: int = 1024
+  optimizer: str = "adam"  # adam | adagrad | sgd
+  learning_rate: float = 0.005
+  seed: int = 42
+
+
+def make_optimizer(name: str, learning_rate: float):
+  """A legacy-Keras (tf_keras) optimizer by name."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  optimizers = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad,
+                "sgd": tf.keras.optimizers.SGD}
+  if name not in optimizers:
+    raise ValueError(f"optimizer {name!r} is not one of {sorted(optimizers)}")
+  return optimizers[name](learning_rate=learning_rate)

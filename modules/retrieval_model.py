@@ -1,0 +1,204 @@
+"""Two-tower retrieval model (TensorFlow Recommenders) over Transform's output.
+
+Both towers read transformed features (integer ids from Transform's vocabularies, scaled
+numbers), never raw strings: the exported serving models apply the transform graph first
+(see modules/retrieval_export.py), so training and serving share one set of ids.
+
+  query tower      user id embedding  ⊕ mean embedding of the user's rated movies
+                   (modules/user_history.py) ⊕ demographics (when the data has them) ⊕ time
+  candidate tower  movie id embedding ⊕ mean title-token embedding ⊕ mean genre
+                   embedding ⊕ release year
+  each: concat → optional dense layers → linear to `output_dim` → optional L2 norm
+
+Loss: in-batch softmax (tfrs.tasks.Retrieval) with a temperature, removal of accidental
+hits (the positive movie appearing again in the batch) and log-q correction (popular
+movies are over-represented as in-batch negatives; their logits get log P(movie)
+subtracted, Yi et al. 2019).
+"""
+
+import os
+from typing import Dict, Mapping, Optional, Sequence
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
+
+from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import user_history  # pylint: disable=g-import-not-at-top
+from modules.hparams import RetrievalHParams, make_optimizer  # pylint: disable=g-import-not-at-top
+
+_xf = F.transformed_name
+
+# Categorical (integer-id) and numeric transformed features of each tower; a tower uses
+# those present in the data (ml-latest has no demographics).
+QUERY_ID_FEATURE = _xf(F.USER_ID)
+QUERY_CATEGORICAL = (_xf(F.USER_GENDER), _xf(F.USER_OCCUPATION), _xf(F.USER_ZIP_PREFIX),
+                     _xf(F.USER_AGE_BUCKET), _xf(F.TIMESTAMP_BUCKET))
+QUERY_NUMERIC = (_xf(F.USER_AGE), _xf(F.TIMESTAMP))
+HISTORY_FEATURE = _xf(F.USER_HISTORY)  # ragged movie ids; built, not from Transform
+HISTORY_EXCLUDE = "_history_exclude"  # training only: the example's own movie id
+CANDIDATE_ID_FEATURE = _xf(F.MOVIE_ID)
+CANDIDATE_BAGS = (_xf(F.MOVIE_TITLE_TOKENS), _xf(F.MOVIE_GENRES))  # variable-length id lists
+CANDIDATE_NUMERIC = (_xf(F.MOVIE_RELEASE_YEAR),)
+
+# Raw features each exported tower takes (the transform graph needs exactly these).
+QUERY_RAW_FEATURES = (F.USER_ID, *F.USER_DEMOGRAPHIC_FEATURES, F.TIMESTAMP)
+CANDIDATE_RAW_FEATURES = F.MOVIE_FEATURES
+
+
+def categorical_sizes(tft_output) -> Dict[str, int]:
+  """Number of ids of every categorical transformed feature (vocabulary + OOV buckets)."""
+  sizes = {}
+  for raw, vocab in F.VOCABULARY_NAMES.items():
+    try:
+      sizes[_xf(raw)] = tft_output.vocabulary_size_by_name(vocab) + F.OOV_BUCKETS
+    except (ValueError, tf.errors.NotFoundError):  # no demographics: no such vocabulary
+      continue
+  # tft.bucketize yields ids 0..num_buckets-1.
+  sizes[_xf(F.USER_AGE_BUCKET)] = F.AGE_BUCKETS + 1
+  sizes[_xf(F.TIMESTAMP_BUCKET)] = F.TIMESTAMP_BUCKETS + 1
+  return sizes
+
+
+def _flat(x):
+  return tf.reshape(x, [-1])
+
+
+class BagEmbedding(tf.keras.layers.Layer):
+  """Mean embedding of a variable-length list of ids; an empty list embeds to zeros."""
+
+  def __init__(self, num_ids: int, dim: int, **kwargs):
+    super().__init__(**kwargs)
+    self.num_ids, self.dim = num_ids, dim
+
+  def build(self, input_shape):
+    self.embeddings = self.add_weight(
+        name="embeddings", shape=(self.num_ids, self.dim),
+        initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05))
+    super().build(input_shape)
+
+  def call(self, ids):
+    if not isinstance(ids, tf.SparseTensor):
+      ids = tf.sparse.from_dense(ids)  # dense padding would be embedded otherwise
+    return tf.nn.safe_embedding_lookup_sparse(self.embeddings, ids, combiner="mean")
+
+
+class Tower(tf.keras.Model):
+  """id embedding ⊕ categorical embeddings ⊕ bag embeddings ⊕ numbers → MLP → vector."""
+
+  def __init__(self, id_feature: str, categorical: Sequence[str], bags: Sequence[str],
+               numeric: Sequence[str], sizes: Mapping[str, int], hparams: RetrievalHParams,
+               history_size: int = 0, use_id: bool = True, **kwargs):
+    super().__init__(**kwargs)
+    self.id_feature, self.numeric = id_feature, tuple(numeric)
+    self.normalize = hparams.normalize
+    self.id_embedding = None
+    if use_id:
+      self.id_embedding = tf.keras.layers.Embedding(sizes[id_feature], hparams.id_embedding_dim)
+    self.embeddings = {name: tf.keras.layers.Embedding(sizes[name], hparams.feature_embedding_dim)
+                       for name in categorical}
+    self.bags = {name: BagEmbedding(sizes[name], hparams.feature_embedding_dim, name=name)
+                 for name in bags}
+    layers = [tf.keras.layers.Dense(units, activation="relu") for units in hparams.hidden_layers]
+    layers.append(tf.keras.layers.Dense(hparams.output_dim))
+    self.mlp = tf.keras.Sequential(layers)
+    self.history_embedding = None
+    if history_size:
+      self.history_embedding = tf.keras.layers.Embedding(history_size, hparams.id_embedding_dim)
+
+  def _history(self, features):
+    """Mean embedding of the history ids, leaving out HISTORY_EXCLUDE when given."""
+    history = features[HISTORY_FEATURE]
+    embedded = tf.ragged.map_flat_values(self.history_embedding, history)
+    weights = tf.ones_like(history, dtype=tf.float32)
+    if HISTORY_EXCLUDE in features:
+      own = tf.reshape(features[HISTORY_EXCLUDE], [-1, 1])
+      weights = tf.cast(tf.not_equal(history, own), tf.float32)
+    total = tf.reduce_sum(embedded * tf.expand_dims(weights, -1), axis=1)
+    count = tf.reduce_sum(weights, axis=1)
+    return total / tf.maximum(count, 1.0)[:, None]
+
+  def call(self, features):
+    parts = []
+    if self.id_embedding is not None:
+      parts.append(self.id_embedding(_flat(features[self.id_feature])))
+    if self.history_embedding is not None:
+      parts.append(self._history(features))
+    parts += [layer(_flat(features[name])) for name, layer in sorted(self.embeddings.items())]
+    parts += [layer(features[name]) for name, layer in sorted(self.bags.items())]
+    parts += [tf.reshape(tf.cast(features[name], tf.float32), [-1, 1]) for name in self.numeric]
+    out = self.mlp(tf.concat(parts, axis=1))
+    return tf.math.l2_normalize(out, axis=1) if self.normalize else out
+
+
+def query_tower(sizes: Mapping[str, int], hparams: RetrievalHParams,
+                available: Sequence[str]) -> Tower:
+  """The user tower over the transformed features in `available`."""
+  return Tower(QUERY_ID_FEATURE, [f for f in QUERY_CATEGORICAL if f in available], (),
+               [f for f in QUERY_NUMERIC if f in available], sizes, hparams,
+               history_size=sizes[CANDIDATE_ID_FEATURE] if hparams.use_history else 0,
+               use_id=hparams.use_user_id,
+               name="query_tower")
+
+
+def candidate_tower(sizes: Mapping[str, int], hparams: RetrievalHParams,
+                    available: Sequence[str]) -> Tower:
+  """The movie tower over the transformed features in `available`."""
+  return Tower(CANDIDATE_ID_FEATURE, (), [f for f in CANDIDATE_BAGS if f in available],
+               [f for f in CANDIDATE_NUMERIC if f in available], sizes, hparams,
+               name="candidate_tower")
+
+
+class RetrievalModel(tfrs.Model):
+  """Both towers and the in-batch softmax retrieval loss."""
+
+  def __init__(self, query: Tower, candidate: Tower, hparams: RetrievalHParams,
+               movie_probabilities: Optional[np.ndarray] = None,
+               history: Optional[user_history.HistoryTable] = None):
+    super().__init__()
+    self.query_tower, self.candidate_tower = query, candidate
+    if hparams.use_history and history is None:
+      raise ValueError("use_history needs the users' history table")
+    self.history_table = history if hparams.use_history else None  # not `history`: Keras uses it
+    self.task = tfrs.tasks.Retrieval(
+        temperature=hparams.temperature,
+        remove_accidental_hits=hparams.remove_accidental_hits)
+    self.remove_accidental_hits = hparams.remove_accidental_hits
+    self.movie_probabilities = None
+    if hparams.logq_correction:
+      if movie_probabilities is None:
+        raise ValueError("logq_correction needs the movies' sampling probabilities")
+      self.movie_probabilities = tf.constant(movie_probabilities, tf.float32)
+
+  def compute_loss(self, features, training=False):
+    movie_ids = _flat(features[CANDIDATE_ID_FEATURE])
+    extra = {}
+    if self.movie_probabilities is not None:
+      extra["candidate_sampling_probability"] = tf.gather(self.movie_probabilities, movie_ids)
+    if self.remove_accidental_hits:
+      extra["candidate_ids"] = movie_ids
+    query_features = features
+    if self.history_table is not None:
+      query_features = {**features, HISTORY_EXCLUDE: movie_ids,
+                        HISTORY_FEATURE: self.history_table.lookup(features[QUERY_ID_FEATURE])}
+    return self.task(self.query_tower(query_features), self.candidate_tower(features),
+                     compute_metrics=False, compute_batch_metrics=False, **extra)
+
+
+def movie_probabilities(movie_ids: np.ndarray, num_movies: int) -> np.ndarray:
+  """Share of training examples per movie id (smoothed: no movie has probability 0)."""
+  counts = np.bincount(movie_ids.reshape(-1), minlength=num_movies).astype(np.float64) + 1.0
+  return (counts / counts.sum()).astype(np.float32)
+
+
+def build(sizes: Mapping[str, int], available: Sequence[str], hparams: RetrievalHParams,
+          probabilities: Optional[np.ndarray],
+          history: Optional[user_history.HistoryTable] = None) -> RetrievalModel:
+  tf.keras.utils.set_random_seed(hparams.seed)
+  model = RetrievalModel(query_tower(sizes, hparams, available),
+                         candidate_tower(sizes, hparams, available), hparams, probabilities,
+                         history)
+  model.compile(optimizer=make_optimizer(hparams.optimizer, hparams.learning_rate))
+  return model

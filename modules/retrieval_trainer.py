@@ -1,0 +1,83 @@
+"""TFX Trainer `run_fn` of the two-tower retrieval model.
+
+Referenced by import path (`modules.retrieval_trainer.run_fn`). Hyperparameters come from
+the Trainer's `custom_config["retrieval"]` (see modules/hparams.py); TensorBoard logs go
+to the Trainer's model run directory; both towers are exported under the serving model
+directory (modules/retrieval_export.py).
+"""
+
+import json
+import os
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+
+from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import retrieval_export  # pylint: disable=g-import-not-at-top
+from modules import retrieval_model  # pylint: disable=g-import-not-at-top
+from modules import transformed_data  # pylint: disable=g-import-not-at-top
+from modules import user_history  # pylint: disable=g-import-not-at-top
+from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
+
+HPARAMS_KEY = "retrieval"
+_xf = F.transformed_name
+ID_COLUMNS = (retrieval_model.QUERY_ID_FEATURE, retrieval_model.CANDIDATE_ID_FEATURE,
+              _xf(F.TIMESTAMP))
+TRAINING_FILE = "training.json"  # wall time, examples/s, losses; next to the SavedModels
+
+
+def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_dir=None):
+  """Trains the two towers; returns (model, training summary dict)."""
+  spec = tft_output.transformed_feature_spec()
+  sizes = retrieval_model.categorical_sizes(tft_output)
+  ids = transformed_data.columns(train_files, spec, ID_COLUMNS)
+  movie_ids = ids[retrieval_model.CANDIDATE_ID_FEATURE]
+  probabilities = retrieval_model.movie_probabilities(
+      movie_ids, sizes[retrieval_model.CANDIDATE_ID_FEATURE])
+  history = None
+  if hparams.use_history:
+    history = user_history.HistoryTable(*user_history.build_table(
+        ids[retrieval_model.QUERY_ID_FEATURE], movie_ids, ids[_xf(F.TIMESTAMP)],
+        sizes[retrieval_model.QUERY_ID_FEATURE], hparams.history_max))
+  model = retrieval_model.build(sizes, list(spec), hparams, probabilities, history)
+  train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
+                                      seed=hparams.seed)
+  eval_ds = transformed_data.dataset(eval_files, spec, hparams.batch_size)
+  callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")] if log_dir else []
+  started = time.monotonic()
+  history = model.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
+                      callbacks=callbacks, verbose=0)
+  seconds = time.monotonic() - started
+  summary = {
+      "train_examples": int(len(movie_ids)),
+      "epochs": hparams.epochs,
+      "train_seconds": round(seconds, 2),
+      "examples_per_second": round(len(movie_ids) * hparams.epochs / seconds, 1),
+      "final_loss": float(history.history["loss"][-1]),
+      "final_eval_loss": float(history.history["val_loss"][-1]),
+      "hparams": hparams.to_dict(),
+  }
+  return model, summary
+
+
+def export(model, tft_output, serving_dir: str, summary: dict) -> None:
+  retrieval_export.export_query_model(
+      model.query_tower, tft_output, retrieval_model.QUERY_RAW_FEATURES,
+      os.path.join(serving_dir, retrieval_export.QUERY_DIR), history=model.history_table)
+  retrieval_export.export_candidate_model(
+      model.candidate_tower, tft_output,
+      os.path.join(serving_dir, retrieval_export.CANDIDATE_DIR))
+  with tf.io.gfile.GFile(os.path.join(serving_dir, TRAINING_FILE), "w") as f:
+    json.dump(summary, f, indent=2)
+
+
+def run_fn(fn_args):
+  """TFX Trainer entry point."""
+  hparams = RetrievalHParams.from_dict((fn_args.custom_config or {}).get(HPARAMS_KEY))
+  tft_output = tft.TFTransformOutput(fn_args.transform_output)
+  model, summary = train(fn_args.train_files, fn_args.eval_files, tft_output, hparams,
+                         log_dir=fn_args.model_run_dir)
+  export(model, tft_output, fn_args.serving_model_dir, summary)

@@ -1,0 +1,1 @@
+"""Serving: load pushed bundles and answer recommendation queries."""

@@ -1,0 +1,34 @@
+"""What a pushed serving bundle holds. The BundlePusher writes it; serving/ reads it.
+
+  <serving_dir>/<version>/      version: integer, increasing (push time in seconds)
+    manifest.json               what was pushed, from which artifacts, with which metrics
+    query_model/                the retrieval query tower (SavedModel, raw-feature input)
+    index/                      the ScaNN index (components/index_builder/scann_index.py)
+    users.jsonl                 known users: raw features, rated movie ids, last rating time
+
+Versions are written to a hidden temporary directory and renamed into place, so a reader
+never sees a half-written bundle; older versions are kept.
+"""
+
+import os
+import re
+from typing import List
+
+MANIFEST_FILE = "manifest.json"
+QUERY_MODEL_DIR = "query_model"
+INDEX_DIR = "index"
+USERS_FILE = "users.jsonl"
+_VERSION = re.compile(r"^\d+$")
+
+
+def versions(serving_dir: str) -> List[int]:
+  """Complete bundle versions under `serving_dir`, oldest first."""
+  if not os.path.isdir(serving_dir):
+    return []
+  return sorted(int(name) for name in os.listdir(serving_dir)
+                if _VERSION.match(name) and
+                os.path.exists(os.path.join(serving_dir, name, MANIFEST_FILE)))
+
+
+def version_dir(serving_dir: str, version: int) -> str:
+  return os.path.join(serving_dir, str(version))

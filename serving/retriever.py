@@ -1,0 +1,119 @@
+"""Load the newest pushed bundle and retrieve movies for a user.
+
+    from serving.retriever import load_latest_bundle
+    retriever = load_latest_bundle("outputs/serving/movielens-recommender")
+    retriever.recommend("42", k=10, exclude_rated=True)
+
+Importing this module imports ScaNN, which registers the ops its SavedModels need.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Dict, Iterable, List, Optional
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import scann  # pylint: disable=g-import-not-at-top,unused-import
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from components.index_builder import scann_index  # pylint: disable=g-import-not-at-top
+from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import retrieval_export  # pylint: disable=g-import-not-at-top
+from serving import bundle_layout  # pylint: disable=g-import-not-at-top
+
+
+class BundleNotFoundError(FileNotFoundError):
+  """No complete bundle has been pushed to the serving directory."""
+
+
+class UnknownUserError(KeyError):
+  """The user is not in the bundle's user table and no features were given."""
+
+
+@dataclasses.dataclass
+class Recommendation:
+  movie_id: str
+  title: str
+  genres: List[str]
+  score: float
+
+
+class Retriever:
+  """User → top-k movies of one bundle (query tower + ScaNN index)."""
+
+  def __init__(self, path: str):
+    self.path = path
+    with open(os.path.join(path, bundle_layout.MANIFEST_FILE)) as f:
+      self.manifest = json.load(f)
+    self.version = self.manifest["version"]
+    query_dir = os.path.join(path, bundle_layout.QUERY_MODEL_DIR)
+    self._query = tf.saved_model.load(query_dir).signatures["serving_default"]
+    self._input_specs = self._query.structured_input_signature[1]
+    with open(os.path.join(query_dir, retrieval_export.INFO_FILE)) as f:
+      self.query_features = json.load(f)["raw_features"]
+    self.index = scann_index.load(os.path.join(path, bundle_layout.INDEX_DIR))
+    self.position = {c["movie_id"]: i for i, c in enumerate(self.index.candidates)}
+    self.users: Dict[str, Dict] = {}
+    with open(os.path.join(path, bundle_layout.USERS_FILE)) as f:
+      for line in f:
+        user = json.loads(line)
+        self.users[user["user_id"]] = user
+
+  def query_inputs(self, user_id: str, features: Optional[Dict] = None,
+                   timestamp: Optional[int] = None) -> Dict[str, tf.Tensor]:
+    """Raw query-tower inputs: the user's stored features, overridden by `features`."""
+    known = self.users.get(user_id)
+    values = dict(known["features"]) if known else {}
+    values.update(features or {})
+    values[F.USER_ID] = user_id
+    values[F.TIMESTAMP] = int(timestamp or (known or {}).get("last_timestamp") or
+                              self.manifest["default_timestamp"])
+    missing = [name for name in self.query_features if name not in values]
+    if missing:
+      raise UnknownUserError(f"user {user_id!r} is not known to bundle {self.version}; "
+                             f"give features {missing}")
+    return {name: tf.constant([values[name]], dtype=self._input_specs[name].dtype)
+            for name in self.query_features}
+
+  def embed(self, user_id: str, features: Optional[Dict] = None,
+            timestamp: Optional[int] = None) -> np.ndarray:
+    return self._query(**self.query_inputs(user_id, features, timestamp))[
+        retrieval_export.EMBEDDING].numpy()[0]
+
+  def rated(self, user_id: str) -> List[str]:
+    return list(self.users.get(user_id, {}).get("rated", []))
+
+  def recommend(self, user_id: str, k: int = 10, exclude: Iterable[str] = (),
+                exclude_rated: bool = False, features: Optional[Dict] = None,
+                timestamp: Optional[int] = None) -> List[Recommendation]:
+    """Top-k movies for the user, skipping `exclude` (and their rated movies if asked)."""
+    skip = set(exclude) | (set(self.rated(user_id)) if exclude_rated else set())
+    return self.search(self.embed(user_id, features, timestamp), k, skip)
+
+  def search(self, query: np.ndarray, k: int, skip: Iterable[str] = ()) -> List[Recommendation]:
+    skip = {self.position[m] for m in skip if m in self.position}
+    n = min(len(self.index.candidates), k + len(skip))
+    indices, scores = self.index.search(query, n)
+    out = []
+    for i, score in zip(indices[0], scores[0]):
+      if int(i) in skip:
+        continue
+      c = self.index.candidates[int(i)]
+      out.append(Recommendation(c["movie_id"], c["title"], c["genres"], float(score)))
+      if len(out) == k:
+        break
+    return out
+
+
+def latest_bundle_path(serving_dir: str) -> str:
+  found = bundle_layout.versions(serving_dir)
+  if not found:
+    raise BundleNotFoundError(f"no serving bundle under {serving_dir}; run the pipeline "
+                              f"(`movrec run`) until a model and index are blessed and pushed")
+  return bundle_layout.version_dir(serving_dir, found[-1])
+
+
+def load_latest_bundle(serving_dir: str) -> Retriever:
+  return Retriever(latest_bundle_path(serving_dir))

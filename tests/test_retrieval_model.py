@@ -1,0 +1,104 @@
+"""Two-tower model: shapes, history, log-q correction, and learning on tiny data."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from modules import features as F
+from modules import retrieval_model as rm
+from modules import user_history
+from modules.hparams import RetrievalHParams
+
+_xf = F.transformed_name
+N_USERS, N_MOVIES = 8, 12
+SIZES = {_xf(F.USER_ID): N_USERS, _xf(F.MOVIE_ID): N_MOVIES, _xf(F.MOVIE_GENRES): 4,
+         _xf(F.MOVIE_TITLE_TOKENS): 10, _xf(F.TIMESTAMP_BUCKET): 3}
+AVAILABLE = list(SIZES) + [_xf(F.TIMESTAMP), _xf(F.MOVIE_RELEASE_YEAR)]
+
+
+def batch(users, movies):
+  n = len(users)
+  col = lambda v, dtype=tf.int64: tf.constant(np.reshape(v, [-1, 1]), dtype)
+  return {
+      _xf(F.USER_ID): col(users), _xf(F.MOVIE_ID): col(movies),
+      _xf(F.TIMESTAMP): col(np.zeros(n), tf.float32), _xf(F.TIMESTAMP_BUCKET): col(np.zeros(n)),
+      _xf(F.MOVIE_RELEASE_YEAR): col(np.zeros(n), tf.float32),
+      _xf(F.MOVIE_GENRES): tf.sparse.from_dense(col(np.array(movies) % 4)),
+      _xf(F.MOVIE_TITLE_TOKENS): tf.sparse.from_dense(tf.constant(
+          [[m % 10, (m + 1) % 10] for m in movies], tf.int64)),
+  }
+
+
+def tiny_data(seed=0):
+  """Users 0-3 like movies 0-5, users 4-7 like movies 6-11."""
+  rng = np.random.default_rng(seed)
+  users = rng.integers(N_USERS, size=400)
+  movies = np.where(users < 4, rng.integers(0, 6, size=400), rng.integers(6, 12, size=400))
+  return users, movies
+
+
+def history_for(users, movies, hp):
+  return user_history.HistoryTable(*user_history.build_table(
+      users, movies, np.arange(len(users)), N_USERS, hp.history_max))
+
+
+def test_towers_end_in_the_same_normalised_dimension():
+  hp = RetrievalHParams(output_dim=16, hidden_layers=(32,), use_history=False)
+  users, movies = tiny_data()
+  model = rm.build(SIZES, AVAILABLE, hp, rm.movie_probabilities(movies, N_MOVIES))
+  features = batch(users[:5], movies[:5])
+  q, c = model.query_tower(features), model.candidate_tower(features)
+  assert q.shape == c.shape == (5, 16)
+  np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, rtol=1e-5)
+
+
+def test_history_leaves_out_the_examples_own_movie():
+  hp = RetrievalHParams(output_dim=8)
+  users, movies = np.array([0]), np.array([3])
+  model = rm.build(SIZES, AVAILABLE, hp, rm.movie_probabilities(movies, N_MOVIES),
+                   history_for(users, movies, hp))
+  features = batch(users, movies)
+  own_only = {**features, rm.HISTORY_FEATURE: tf.ragged.constant([[3]], tf.int64),
+              rm.HISTORY_EXCLUDE: tf.constant([3], tf.int64)}
+  empty = {**features, rm.HISTORY_FEATURE: tf.ragged.constant([[]], tf.int64)}
+  np.testing.assert_allclose(model.query_tower(own_only), model.query_tower(empty), atol=1e-6)
+
+
+def test_history_table_keeps_the_newest_movies_and_empties_unknown_users():
+  values, splits = user_history.build_table(
+      np.array([1, 1, 1, 0]), np.array([10, 11, 12, 5]), np.array([3, 1, 2, 9]),
+      num_users=2, history_max=2)
+  table = user_history.HistoryTable(values, splits)
+  assert table.lookup(tf.constant([[1], [0], [7]])).to_list() == [[10, 12], [5], []]
+
+
+def test_logq_correction_changes_the_loss():
+  users, movies = tiny_data()
+  features = batch(users[:64], movies[:64])
+  probs = rm.movie_probabilities(movies, N_MOVIES)
+  with_q = rm.build(SIZES, AVAILABLE, RetrievalHParams(use_history=False), probs)
+  without = rm.build(SIZES, AVAILABLE, RetrievalHParams(use_history=False,
+                                                        logq_correction=False), probs)
+  with_q.compute_loss(features), without.compute_loss(features)  # create the weights
+  without.set_weights(with_q.get_weights())
+  assert float(with_q.compute_loss(features)) != pytest.approx(float(without.compute_loss(features)))
+
+
+def test_training_on_tiny_data_learns_the_structure():
+  hp = RetrievalHParams(output_dim=8, id_embedding_dim=8, learning_rate=0.05, batch_size=64)
+  users, movies = tiny_data()
+  history = history_for(users, movies, hp)
+  model = rm.build(SIZES, AVAILABLE, hp, rm.movie_probabilities(movies, N_MOVIES), history)
+  ds = tf.data.Dataset.from_tensor_slices(batch(users, movies)).batch(64)
+  before = float(model.evaluate(ds, verbose=0, return_dict=True)["loss"])
+  model.fit(ds, epochs=15, verbose=0)
+  assert float(model.evaluate(ds, verbose=0, return_dict=True)["loss"]) < 0.8 * before
+  all_movies = batch(np.zeros(N_MOVIES, int), np.arange(N_MOVIES))
+  candidates = model.candidate_tower(all_movies).numpy()
+  query = {**batch([0], [0]), rm.HISTORY_FEATURE: history.lookup(tf.constant([[0]]))}
+  top = np.argsort(-(model.query_tower(query).numpy() @ candidates.T)[0])[:6]
+  assert set(top) == set(range(6))  # user 0 is a "movies 0-5" user
+
+
+def test_unknown_hparams_are_rejected():
+  with pytest.raises(ValueError, match="unknown RetrievalHParams keys"):
+    RetrievalHParams.from_dict({"epoch": 3})
