@@ -41,6 +41,8 @@ class RetrievalHParams(_FromDict):
   history_max: int = 200  # most recent rated movies kept per user
   hidden_layers: Tuple[int, ...] = ()  # dense layers of each tower before the output
   output_dim: int = 64  # both towers end in this dimension
+  l2: float = 0.0  # L2 penalty on every embedding table and dense kernel
+  dropout: float = 0.0  # on each tower's concatenated inputs, in training
   normalize: bool = True  # L2-normalise tower outputs (cosine similarity / temperature)
   temperature: float = 0.05  # logits are divided by it
   logq_correction: bool = True  # subtract log of the movie's sampling probability

@@ -55,7 +55,7 @@ def _movie_id_table(tft_output) -> tf.lookup.StaticHashTable:
 
 
 def export_query_model(tower, tft_output, raw_features: Sequence[str], path: str,
-                       history=None) -> List[str]:
+                       history=None, history_max: int = 0) -> List[str]:
   """Saves the query tower; returns the raw features its default signature takes.
 
   With a history table (modules/user_history.py), `serve_tf_examples` looks each user's
@@ -94,7 +94,8 @@ def export_query_model(tower, tft_output, raw_features: Sequence[str], path: str
   tf.saved_model.save(module, path, signatures={
       "serving_default": default, EXAMPLES_SIGNATURE: serve_examples})
   with tf.io.gfile.GFile(os.path.join(path, INFO_FILE), "w") as f:
-    json.dump({"raw_features": sorted(inputs)}, f)
+    # history_max: how many most recent rated movies the tower was trained with.
+    json.dump({"raw_features": sorted(inputs), "history_max": history_max or None}, f)
   return sorted(inputs)
 
 

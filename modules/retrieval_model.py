@@ -69,14 +69,15 @@ def _flat(x):
 class BagEmbedding(tf.keras.layers.Layer):
   """Mean embedding of a variable-length list of ids; an empty list embeds to zeros."""
 
-  def __init__(self, num_ids: int, dim: int, **kwargs):
+  def __init__(self, num_ids: int, dim: int, l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
-    self.num_ids, self.dim = num_ids, dim
+    self.num_ids, self.dim, self.l2 = num_ids, dim, l2
 
   def build(self, input_shape):
     self.embeddings = self.add_weight(
         name="embeddings", shape=(self.num_ids, self.dim),
-        initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05))
+        initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05),
+        regularizer=tf.keras.regularizers.l2(self.l2) if self.l2 else None)
     super().build(input_shape)
 
   def call(self, ids):
@@ -94,19 +95,21 @@ class Tower(tf.keras.Model):
     super().__init__(**kwargs)
     self.id_feature, self.numeric = id_feature, tuple(numeric)
     self.normalize = hparams.normalize
-    self.id_embedding = None
-    if use_id:
-      self.id_embedding = tf.keras.layers.Embedding(sizes[id_feature], hparams.id_embedding_dim)
-    self.embeddings = {name: tf.keras.layers.Embedding(sizes[name], hparams.feature_embedding_dim)
+    reg = tf.keras.regularizers.l2(hparams.l2) if hparams.l2 else None
+    embedding = lambda n, d: tf.keras.layers.Embedding(n, d, embeddings_regularizer=reg)
+    self.id_embedding = embedding(sizes[id_feature], hparams.id_embedding_dim) if use_id else None
+    self.embeddings = {name: embedding(sizes[name], hparams.feature_embedding_dim)
                        for name in categorical}
-    self.bags = {name: BagEmbedding(sizes[name], hparams.feature_embedding_dim, name=name)
-                 for name in bags}
-    layers = [tf.keras.layers.Dense(units, activation="relu") for units in hparams.hidden_layers]
-    layers.append(tf.keras.layers.Dense(hparams.output_dim))
+    self.bags = {name: BagEmbedding(sizes[name], hparams.feature_embedding_dim, l2=hparams.l2,
+                                    name=name) for name in bags}
+    self.dropout = tf.keras.layers.Dropout(hparams.dropout) if hparams.dropout else None
+    layers = [tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=reg)
+              for units in hparams.hidden_layers]
+    layers.append(tf.keras.layers.Dense(hparams.output_dim, kernel_regularizer=reg))
     self.mlp = tf.keras.Sequential(layers)
     self.history_embedding = None
     if history_size:
-      self.history_embedding = tf.keras.layers.Embedding(history_size, hparams.id_embedding_dim)
+      self.history_embedding = embedding(history_size, hparams.id_embedding_dim)
 
   def _history(self, features):
     """Mean embedding of the history ids, leaving out HISTORY_EXCLUDE when given."""
@@ -120,7 +123,7 @@ class Tower(tf.keras.Model):
     count = tf.reduce_sum(weights, axis=1)
     return total / tf.maximum(count, 1.0)[:, None]
 
-  def call(self, features):
+  def call(self, features, training=False):
     parts = []
     if self.id_embedding is not None:
       parts.append(self.id_embedding(_flat(features[self.id_feature])))
@@ -129,7 +132,10 @@ class Tower(tf.keras.Model):
     parts += [layer(_flat(features[name])) for name, layer in sorted(self.embeddings.items())]
     parts += [layer(features[name]) for name, layer in sorted(self.bags.items())]
     parts += [tf.reshape(tf.cast(features[name], tf.float32), [-1, 1]) for name in self.numeric]
-    out = self.mlp(tf.concat(parts, axis=1))
+    x = tf.concat(parts, axis=1)
+    if self.dropout is not None:
+      x = self.dropout(x, training=training)
+    out = self.mlp(x)
     return tf.math.l2_normalize(out, axis=1) if self.normalize else out
 
 
@@ -183,7 +189,8 @@ class RetrievalModel(tfrs.Model):
     if self.history_table is not None:
       query_features = {**features, HISTORY_EXCLUDE: movie_ids,
                         HISTORY_FEATURE: self.history_table.lookup(features[QUERY_ID_FEATURE])}
-    return self.task(self.query_tower(query_features), self.candidate_tower(features),
+    return self.task(self.query_tower(query_features, training=training),
+                     self.candidate_tower(features, training=training),
                      compute_metrics=False, compute_batch_metrics=False, **extra)
 
 

@@ -66,7 +66,8 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
 def export(model, tft_output, serving_dir: str, summary: dict) -> None:
   retrieval_export.export_query_model(
       model.query_tower, tft_output, retrieval_model.QUERY_RAW_FEATURES,
-      os.path.join(serving_dir, retrieval_export.QUERY_DIR), history=model.history_table)
+      os.path.join(serving_dir, retrieval_export.QUERY_DIR), history=model.history_table,
+      history_max=summary["hparams"]["history_max"])
   retrieval_export.export_candidate_model(
       model.candidate_tower, tft_output,
       os.path.join(serving_dir, retrieval_export.CANDIDATE_DIR))

@@ -63,6 +63,8 @@ class PipelineConfig:
 
   def __post_init__(self):
     RetrievalHParams.from_dict(self.retrieval_hparams)  # unknown keys fail here, not in the Trainer
+    if "://" not in self.output_dir:  # executors may run elsewhere than the caller's cwd
+      self.output_dir = os.path.abspath(self.output_dir)
     if self.beam_mode not in BEAM_MODES:
       raise ValueError(f"beam_mode {self.beam_mode!r} is not one of {BEAM_MODES}.")
     if self.layout is None:

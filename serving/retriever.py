@@ -10,7 +10,7 @@ Importing this module imports ScaNN, which registers the ops its SavedModels nee
 import dataclasses
 import json
 import os
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -52,7 +52,9 @@ class Retriever:
     self._query = tf.saved_model.load(query_dir).signatures["serving_default"]
     self._input_specs = self._query.structured_input_signature[1]
     with open(os.path.join(query_dir, retrieval_export.INFO_FILE)) as f:
-      self.query_features = json.load(f)["raw_features"]
+      info = json.load(f)
+    self.query_features = info["raw_features"]
+    self.history_max = info.get("history_max")
     self.index = scann_index.load(os.path.join(path, bundle_layout.INDEX_DIR))
     self.position = {c["movie_id"]: i for i, c in enumerate(self.index.candidates)}
     self.users: Dict[str, Dict] = {}
@@ -62,14 +64,19 @@ class Retriever:
         self.users[user["user_id"]] = user
 
   def query_inputs(self, user_id: str, features: Optional[Dict] = None,
-                   timestamp: Optional[int] = None) -> Dict[str, tf.Tensor]:
-    """Raw query-tower inputs: the user's stored features, overridden by `features`."""
+                   timestamp: Optional[int] = None,
+                   history: Optional[Sequence[str]] = None) -> Dict[str, tf.Tensor]:
+    """Raw query-tower inputs: the user's stored features, overridden by `features`;
+    their rated movies (newest first), or `history` when given."""
     known = self.users.get(user_id)
     values = dict(known["features"]) if known else {}
     values.update(features or {})
     values[F.USER_ID] = user_id
     values[F.TIMESTAMP] = int(timestamp or (known or {}).get("last_timestamp") or
                               self.manifest["default_timestamp"])
+    if history is None:
+      history = (known or {}).get("rated", [])
+    values[F.USER_HISTORY] = list(history)[:self.history_max]
     missing = [name for name in self.query_features if name not in values]
     if missing:
       raise UnknownUserError(f"user {user_id!r} is not known to bundle {self.version}; "
@@ -78,8 +85,9 @@ class Retriever:
             for name in self.query_features}
 
   def embed(self, user_id: str, features: Optional[Dict] = None,
-            timestamp: Optional[int] = None) -> np.ndarray:
-    return self._query(**self.query_inputs(user_id, features, timestamp))[
+            timestamp: Optional[int] = None,
+            history: Optional[Sequence[str]] = None) -> np.ndarray:
+    return self._query(**self.query_inputs(user_id, features, timestamp, history))[
         retrieval_export.EMBEDDING].numpy()[0]
 
   def rated(self, user_id: str) -> List[str]:
@@ -87,10 +95,11 @@ class Retriever:
 
   def recommend(self, user_id: str, k: int = 10, exclude: Iterable[str] = (),
                 exclude_rated: bool = False, features: Optional[Dict] = None,
-                timestamp: Optional[int] = None) -> List[Recommendation]:
+                timestamp: Optional[int] = None,
+                history: Optional[Sequence[str]] = None) -> List[Recommendation]:
     """Top-k movies for the user, skipping `exclude` (and their rated movies if asked)."""
     skip = set(exclude) | (set(self.rated(user_id)) if exclude_rated else set())
-    return self.search(self.embed(user_id, features, timestamp), k, skip)
+    return self.search(self.embed(user_id, features, timestamp, history), k, skip)
 
   def search(self, query: np.ndarray, k: int, skip: Iterable[str] = ()) -> List[Recommendation]:
     skip = {self.position[m] for m in skip if m in self.position}

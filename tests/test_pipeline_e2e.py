@@ -10,10 +10,22 @@ from modules import features as F
 from pipeline import local_runner
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineRunError
+from serving import bundle_layout
+from serving.retriever import load_latest_bundle
 
 COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
               "CandidateStatisticsGen", "CandidateSchemaGen", "CandidateExampleValidator",
-              "ValidationGate", "Transform"}
+              "ValidationGate", "Transform", "RetrievalTrainer",
+              "LatestBlessedRetrievalModelResolver", "RetrievalEvaluator", "IndexBuilder",
+              "BundlePusher"}
+# What a rerun with unchanged inputs executes again: the evaluator now has a baseline (the
+# model blessed by the first run), so it re-evaluates; the pusher sees the new blessing.
+RERUN_EXECUTED = {"RetrievalEvaluator", "BundlePusher"}
+FAST_TRAINING = {"epochs": 4}
+
+
+def props(artifact):
+  return {k: getattr(v, v.WhichOneof("value")) for k, v in artifact.custom_properties.items()}
 
 
 def read_examples(uri, split):
@@ -23,8 +35,10 @@ def read_examples(uri, split):
 
 
 @pytest.mark.e2e
-def test_synthetic_run_is_recorded_in_mlmd_and_then_cached(tmp_path, synthetic_dir, synthetic_data):
-  config = PipelineConfig(data_dir=synthetic_dir, output_dir=str(tmp_path / "out"))
+def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(tmp_path, synthetic_dir,
+                                                                  synthetic_data):
+  config = PipelineConfig(data_dir=synthetic_dir, output_dir=str(tmp_path / "out"),
+                          retrieval_hparams=FAST_TRAINING)
   out = io.StringIO()
   first = local_runner.run(config, out=out).run
   assert {c.node_id for c in first.components} == COMPONENTS
@@ -36,8 +50,9 @@ def test_synthetic_run_is_recorded_in_mlmd_and_then_cached(tmp_path, synthetic_d
   store = local_runner.metadata_store(config)
   assert len(store.get_executions()) == len(COMPONENTS)
   types = {store.get_artifact_types_by_id([a.type_id])[0].name for a in store.get_artifacts()}
-  assert {"Examples", "ExampleStatistics", "Schema", "ExampleAnomalies",
-          "TransformGraph"} <= types
+  assert {"Examples", "ExampleStatistics", "Schema", "ExampleAnomalies", "TransformGraph",
+          "Model", "ModelEvaluation", "ModelBlessing", "movrec.RetrievalIndex",
+          "PushedModel"} <= types
 
   examples = first.output("MovieLensExampleGen", "examples")
   assert examples.properties["split_names"].string_value == '["train", "eval"]'
@@ -58,12 +73,53 @@ def test_synthetic_run_is_recorded_in_mlmd_and_then_cached(tmp_path, synthetic_d
   movie_vocab = open(os.path.join(vocab_dir, F.VOCABULARY_NAMES[F.MOVIE_ID])).read().split()
   assert set(movie_vocab) <= {m.movie_id for m in synthetic_data.movies}
 
+  # Stage one: the model learnt the synthetic taste structure, was blessed, indexed, pushed.
+  evaluation = props(first.output("RetrievalEvaluator", "evaluation"))
+  assert evaluation["top_10_unseen"] > 0.3  # popularity-level ranking gets about 0.15 here
+  assert props(first.output("RetrievalEvaluator", "blessing"))["blessed"] == 1
+  index = first.output("IndexBuilder", "index")
+  assert index.properties["num_candidates"].int_value == len(synthetic_data.movies)
+  assert index.properties["search_mode"].string_value == "exact"
+  assert props(index)["recall_at_10"] == 1.0
+  assert props(first.output("IndexBuilder", "blessing"))["blessed"] == 1
+  pushed = props(first.output("BundlePusher", "pushed_model"))
+  assert pushed["pushed"] == 1 and os.path.isdir(pushed["pushed_destination"])
+  assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
+
+  retriever = load_latest_bundle(config.serving_dir)
+  assert retriever.manifest["retrieval_model"]["id"] == first.output(
+      "RetrievalTrainer", "model").id
+  user = synthetic_data.ratings[0].user_id
+  rated = set(retriever.rated(user))
+  recs = retriever.recommend(user, k=10, exclude_rated=True)
+  assert len(recs) == 10 and not rated & {r.movie_id for r in recs}
+  assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+
   second = local_runner.run(config, out=io.StringIO()).run
   assert second.run_id != first.run_id
-  assert second.count("CACHED") == len(COMPONENTS)
+  executed = {c.node_id for c in second.components if c.state == "COMPLETE"}
+  assert executed <= RERUN_EXECUTED | {"LatestBlessedRetrievalModelResolver"}
+  assert second.count("CACHED") >= len(COMPONENTS) - len(RERUN_EXECUTED) - 1
   assert len(store.get_executions()) == 2 * len(COMPONENTS)
-  assert second.output("Transform", "transform_graph").id == (
-      first.output("Transform", "transform_graph").id)
+  for node, key in [("Transform", "transform_graph"), ("RetrievalTrainer", "model"),
+                    ("IndexBuilder", "index")]:
+    assert second.output(node, key).id == first.output(node, key).id
+  # The baseline resolved from MLMD is the first run's blessed model: the same artifact,
+  # so the evaluator blesses it again, and the pusher serves the existing bundle.
+  assert props(second.output("RetrievalEvaluator", "blessing"))["blessed"] == 1
+  assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
+
+  # An impossible threshold: the model is not blessed, nothing new is pushed.
+  strict = PipelineConfig(data_dir=synthetic_dir, output_dir=config.output_dir,
+                          retrieval_hparams=FAST_TRAINING,
+                          retrieval_thresholds={"top_10_unseen": 1.01})
+  third = local_runner.run(strict, out=io.StringIO()).run
+  blessing = props(third.output("RetrievalEvaluator", "blessing"))
+  assert blessing["blessed"] == 0 and "top_10_unseen" in blessing["reasons"]
+  not_pushed = props(third.output("BundlePusher", "pushed_model"))
+  assert not_pushed["pushed"] == 0 and "model_blessing" in not_pushed["not_pushed_reason"]
+  assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
+  assert load_latest_bundle(config.serving_dir).version == pushed["pushed_version"]
 
 
 @pytest.mark.e2e
@@ -71,13 +127,14 @@ def test_anomalies_stop_the_run_before_transform(tmp_path, synthetic_data):
   data = synthetic.generate(n_users=60, n_movies=40, seed=3)
   data.users[0] = data.users[0].__class__(data.users[0].user_id, 150, "M", "writer", "12345")
   data_dir = synthetic.write(data, str(tmp_path / "data"))
-  config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"))
+  config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"),
+                          retrieval_hparams=FAST_TRAINING)
   with pytest.raises(PipelineRunError) as err:
     local_runner.run(config, out=io.StringIO())
   assert err.value.component == "ValidationGate"
   assert "user_age" in str(err.value)
   executions = local_runner.metadata_store(config).get_executions()
-  assert not any("Transform" in e.type for e in executions)
+  assert not any("Transform" in e.type or "Trainer" in e.type for e in executions)
 
 
 @pytest.mark.e2e
@@ -92,3 +149,10 @@ def test_real_ml_100k_run(tmp_path):
   examples = run.output("MovieLensExampleGen", "examples").custom_properties
   assert examples["num_examples_train"].int_value + examples["num_examples_eval"].int_value == 100_000
   assert examples["movielens_layout"].string_value == "ml-100k"
+  # The default thresholds hold on real data, and the real catalogue is indexed and pushed.
+  assert props(run.output("RetrievalEvaluator", "blessing"))["blessed"] == 1
+  assert run.output("IndexBuilder", "index").properties["num_candidates"].int_value == 1682
+  assert props(run.output("BundlePusher", "pushed_model"))["pushed"] == 1
+  retriever = load_latest_bundle(config.serving_dir)
+  assert len(retriever.users) == 943
+  assert len(retriever.recommend("1", k=10, exclude_rated=True)) == 10

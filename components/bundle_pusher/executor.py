@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+from tfx.utils import io_utils
 
 from components import blessing as blessing_lib
 from components import examples_io
@@ -29,7 +30,8 @@ SERVING_DIR_KEY = "serving_dir"
 
 
 def user_table(examples: types.Artifact) -> List[Dict]:
-  """Each user's raw features (those present), rated movies and last rating time."""
+  """Each user's raw features (those present), rated movies (newest first) and last
+  rating time."""
   users: Dict[str, Dict] = {}
   for split in artifact_utils.decode_split_names(examples.split_names):
     for raw in examples_io.read_serialized(examples, split):
@@ -44,10 +46,25 @@ def user_table(examples: types.Artifact) -> List[Dict]:
             values = feature[name]
             user["features"][name] = (values.int64_list.value[0] if values.int64_list.value
                                       else values.bytes_list.value[0].decode())
-      user["rated"].append(feature[F.MOVIE_ID].bytes_list.value[0].decode())
-      user["last_timestamp"] = max(user["last_timestamp"],
-                                   feature[F.TIMESTAMP].int64_list.value[0])
+      timestamp = feature[F.TIMESTAMP].int64_list.value[0]
+      user["rated"].append((timestamp, feature[F.MOVIE_ID].bytes_list.value[0].decode()))
+      user["last_timestamp"] = max(user["last_timestamp"], timestamp)
+  for user in users.values():  # newest first, as the query tower's history expects
+    user["rated"] = [movie for _, movie in sorted(user["rated"], key=lambda r: -r[0])]
   return [users[u] for u in sorted(users)]
+
+
+def serving_version_of(serving_dir: str, model: types.Artifact,
+                       index: types.Artifact) -> Optional[str]:
+  """The newest bundle's path if it already serves exactly this model and index."""
+  found = bundle_layout.versions(serving_dir)
+  if not found:
+    return None
+  path = bundle_layout.version_dir(serving_dir, found[-1])
+  with open(os.path.join(path, bundle_layout.MANIFEST_FILE)) as f:
+    manifest = json.load(f)
+  same = (manifest["retrieval_model"]["id"] == model.id and manifest["index"]["id"] == index.id)
+  return path if same else None
 
 
 def next_version(serving_dir: str) -> int:
@@ -110,10 +127,15 @@ class Executor(base_executor.BaseExecutor):
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
     index = artifact_utils.get_single_instance(input_dict[INDEX_KEY])
     examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
-    path = write_bundle(exec_properties[SERVING_DIR_KEY], model, index, examples)
-    logging.info("BundlePusher: pushed %s", path)
+    serving_dir = exec_properties[SERVING_DIR_KEY]
+    path = serving_version_of(serving_dir, model, index)
+    if path:  # e.g. a rerun that re-blessed the same model: nothing new to serve
+      logging.info("BundlePusher: %s already serves this model and index", path)
+    else:
+      path = write_bundle(serving_dir, model, index, examples)
+      logging.info("BundlePusher: pushed %s", path)
     pushed.set_int_custom_property("pushed", 1)
     pushed.set_string_custom_property("pushed_destination", path)
     pushed.set_int_custom_property("pushed_version", int(os.path.basename(path)))
-    with open(os.path.join(pushed.uri, "pushed.json"), "w") as f:
-      json.dump({"destination": path}, f)
+    io_utils.write_string_file(os.path.join(pushed.uri, "pushed.json"),
+                               json.dumps({"destination": path}))
