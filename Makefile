@@ -1,5 +1,6 @@
 # `make run`: set up .venv and run the pipeline on MovieLens 100k.
 # `make test`: set up .venv and run the test suite.
+# `make bench`: retrieval quality vs baselines on ml-100k, then ScaNN at 1.68M candidates.
 PYTHON ?= $(shell command -v python3.10 2>/dev/null || echo $$HOME/.pyenv/versions/3.10.13/bin/python)
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -11,7 +12,7 @@ $(STAMP): setup.py constraints.txt pyproject.toml
 	$(VENV)/bin/pip check
 	touch $(STAMP)
 
-.PHONY: setup run test
+.PHONY: setup run test bench
 setup: $(STAMP)
 
 run: $(STAMP)
@@ -19,3 +20,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench.retrieval_quality $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
+	$(VENV)/bin/python -m bench.index_scale

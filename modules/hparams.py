@@ -39,6 +39,7 @@ class RetrievalHParams(_FromDict):
   use_user_id: bool = True  # a per-user embedding (memorises; history generalises)
   use_history: bool = True  # mean embedding of the user's rated movies in the query tower
   history_max: int = 200  # most recent rated movies kept per user
+  tie_history_embedding: bool = False  # history uses the candidate tower's movie embedding
   hidden_layers: Tuple[int, ...] = ()  # dense layers of each tower before the output
   output_dim: int = 64  # both towers end in this dimension
   l2: float = 0.0  # L2 penalty on every embedding table and dense kernel
@@ -47,6 +48,7 @@ class RetrievalHParams(_FromDict):
   temperature: float = 0.05  # logits are divided by it
   logq_correction: bool = True  # subtract log of the movie's sampling probability
   remove_accidental_hits: bool = True  # in-batch "negatives" that are the positive movie
+  catalogue_negatives: int = 0  # movies drawn uniformly per batch as extra negatives (0: off)
   epochs: int = 10
   batch_size: int = 1024
   optimizer: str = "adam"  # adam | adagrad | sgd

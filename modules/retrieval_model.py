@@ -26,6 +26,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
 
 from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import movie_table  # pylint: disable=g-import-not-at-top
 from modules import user_history  # pylint: disable=g-import-not-at-top
 from modules.hparams import RetrievalHParams, make_optimizer  # pylint: disable=g-import-not-at-top
 
@@ -91,7 +92,8 @@ class Tower(tf.keras.Model):
 
   def __init__(self, id_feature: str, categorical: Sequence[str], bags: Sequence[str],
                numeric: Sequence[str], sizes: Mapping[str, int], hparams: RetrievalHParams,
-               history_size: int = 0, use_id: bool = True, **kwargs):
+               history_size: int = 0, use_id: bool = True, history_embedding=None,
+               **kwargs):
     super().__init__(**kwargs)
     self.id_feature, self.numeric = id_feature, tuple(numeric)
     self.normalize = hparams.normalize
@@ -107,8 +109,8 @@ class Tower(tf.keras.Model):
               for units in hparams.hidden_layers]
     layers.append(tf.keras.layers.Dense(hparams.output_dim, kernel_regularizer=reg))
     self.mlp = tf.keras.Sequential(layers)
-    self.history_embedding = None
-    if history_size:
+    self.history_embedding = history_embedding  # shared with the candidate tower, or:
+    if history_size and history_embedding is None:
       self.history_embedding = embedding(history_size, hparams.id_embedding_dim)
 
   def _history(self, features):
@@ -140,12 +142,12 @@ class Tower(tf.keras.Model):
 
 
 def query_tower(sizes: Mapping[str, int], hparams: RetrievalHParams,
-                available: Sequence[str]) -> Tower:
+                available: Sequence[str], movie_embedding=None) -> Tower:
   """The user tower over the transformed features in `available`."""
   return Tower(QUERY_ID_FEATURE, [f for f in QUERY_CATEGORICAL if f in available], (),
                [f for f in QUERY_NUMERIC if f in available], sizes, hparams,
                history_size=sizes[CANDIDATE_ID_FEATURE] if hparams.use_history else 0,
-               use_id=hparams.use_user_id,
+               use_id=hparams.use_user_id, history_embedding=movie_embedding,
                name="query_tower")
 
 
@@ -162,12 +164,17 @@ class RetrievalModel(tfrs.Model):
 
   def __init__(self, query: Tower, candidate: Tower, hparams: RetrievalHParams,
                movie_probabilities: Optional[np.ndarray] = None,
-               history: Optional[user_history.HistoryTable] = None):
+               history: Optional[user_history.HistoryTable] = None,
+               movies: Optional[movie_table.MovieTable] = None):
     super().__init__()
     self.query_tower, self.candidate_tower = query, candidate
     if hparams.use_history and history is None:
       raise ValueError("use_history needs the users' history table")
     self.history_table = history if hparams.use_history else None  # not `history`: Keras uses it
+    if hparams.catalogue_negatives and movies is None:
+      raise ValueError("catalogue_negatives needs the movie table")
+    self.movie_table = movies if hparams.catalogue_negatives else None
+    self.catalogue_negatives = hparams.catalogue_negatives
     self.task = tfrs.tasks.Retrieval(
         temperature=hparams.temperature,
         remove_accidental_hits=hparams.remove_accidental_hits)
@@ -180,17 +187,28 @@ class RetrievalModel(tfrs.Model):
 
   def compute_loss(self, features, training=False):
     movie_ids = _flat(features[CANDIDATE_ID_FEATURE])
-    extra = {}
+    candidates = self.candidate_tower(features, training=training)
+    candidate_ids = movie_ids
+    probabilities = None
     if self.movie_probabilities is not None:
-      extra["candidate_sampling_probability"] = tf.gather(self.movie_probabilities, movie_ids)
+      probabilities = tf.gather(self.movie_probabilities, movie_ids)
+    if self.movie_table is not None:  # mixed negatives: add uniformly drawn movies
+      sampled, sampled_ids = self.movie_table.sample(self.catalogue_negatives)
+      candidates = tf.concat([candidates, self.candidate_tower(sampled, training=training)], 0)
+      candidate_ids = tf.concat([movie_ids, sampled_ids], 0)
+      if probabilities is not None:  # a uniform draw's probability is 1/size
+        probabilities = tf.concat([probabilities, tf.fill(
+            tf.shape(sampled_ids), 1.0 / float(self.movie_table.size))], 0)
+    extra = {}
+    if probabilities is not None:
+      extra["candidate_sampling_probability"] = probabilities
     if self.remove_accidental_hits:
-      extra["candidate_ids"] = movie_ids
+      extra["candidate_ids"] = candidate_ids
     query_features = features
     if self.history_table is not None:
       query_features = {**features, HISTORY_EXCLUDE: movie_ids,
                         HISTORY_FEATURE: self.history_table.lookup(features[QUERY_ID_FEATURE])}
-    return self.task(self.query_tower(query_features, training=training),
-                     self.candidate_tower(features, training=training),
+    return self.task(self.query_tower(query_features, training=training), candidates,
                      compute_metrics=False, compute_batch_metrics=False, **extra)
 
 
@@ -202,10 +220,12 @@ def movie_probabilities(movie_ids: np.ndarray, num_movies: int) -> np.ndarray:
 
 def build(sizes: Mapping[str, int], available: Sequence[str], hparams: RetrievalHParams,
           probabilities: Optional[np.ndarray],
-          history: Optional[user_history.HistoryTable] = None) -> RetrievalModel:
+          history: Optional[user_history.HistoryTable] = None,
+          movies: Optional[movie_table.MovieTable] = None) -> RetrievalModel:
   tf.keras.utils.set_random_seed(hparams.seed)
-  model = RetrievalModel(query_tower(sizes, hparams, available),
-                         candidate_tower(sizes, hparams, available), hparams, probabilities,
-                         history)
+  candidates = candidate_tower(sizes, hparams, available)
+  shared = candidates.id_embedding if hparams.tie_history_embedding else None
+  model = RetrievalModel(query_tower(sizes, hparams, available, shared), candidates, hparams,
+                         probabilities, history, movies)
   model.compile(optimizer=make_optimizer(hparams.optimizer, hparams.learning_rate))
   return model

@@ -16,6 +16,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
 
 from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import movie_table  # pylint: disable=g-import-not-at-top
 from modules import retrieval_export  # pylint: disable=g-import-not-at-top
 from modules import retrieval_model  # pylint: disable=g-import-not-at-top
 from modules import transformed_data  # pylint: disable=g-import-not-at-top
@@ -42,7 +43,13 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
     history = user_history.HistoryTable(*user_history.build_table(
         ids[retrieval_model.QUERY_ID_FEATURE], movie_ids, ids[_xf(F.TIMESTAMP)],
         sizes[retrieval_model.QUERY_ID_FEATURE], hparams.history_max))
-  model = retrieval_model.build(sizes, list(spec), hparams, probabilities, history)
+  movies = None
+  if hparams.catalogue_negatives:
+    movies = movie_table.MovieTable(movie_table.collect(
+        train_files, spec, retrieval_model.CANDIDATE_ID_FEATURE,
+        retrieval_model.CANDIDATE_BAGS + retrieval_model.CANDIDATE_NUMERIC),
+        retrieval_model.CANDIDATE_ID_FEATURE)
+  model = retrieval_model.build(sizes, list(spec), hparams, probabilities, history, movies)
   train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
                                       seed=hparams.seed)
   eval_ds = transformed_data.dataset(eval_files, spec, hparams.batch_size)
