@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "kfp==2.5.0",
     "kfp-pipeline-spec==0.2.2",
     "tqdm>=4.60",
+    "fastapi==0.162.5",  # the recommendation HTTP service (serving/http_service.py)
+    "uvicorn==0.54.0",
 ]
 
 setup(

@@ -39,11 +39,11 @@ class RetrievalHParams(_FromDict):
   use_user_id: bool = True  # a per-user embedding (memorises; history generalises)
   use_history: bool = True  # mean embedding of the user's rated movies in the query tower
   history_max: int = 200  # most recent rated movies kept per user
-  tie_history_embedding: bool = False  # history uses the candidate tower's movie embedding
+  tie_history_embedding: bool = True  # history uses the candidate tower's movie embedding
   hidden_layers: Tuple[int, ...] = ()  # dense layers of each tower before the output
   output_dim: int = 64  # both towers end in this dimension
   l2: float = 0.0  # L2 penalty on every embedding table and dense kernel
-  dropout: float = 0.0  # on each tower's concatenated inputs, in training
+  dropout: float = 0.3  # on each tower's concatenated inputs, in training
   normalize: bool = True  # L2-normalise tower outputs (cosine similarity / temperature)
   temperature: float = 0.05  # logits are divided by it
   logq_correction: bool = True  # subtract log of the movie's sampling probability
@@ -64,3 +64,21 @@ def make_optimizer(name: str, learning_rate: float):
   if name not in optimizers:
     raise ValueError(f"optimizer {name!r} is not one of {sorted(optimizers)}")
   return optimizers[name](learning_rate=learning_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class RankingHParams(_FromDict):
+  """The rating-prediction (ranking) model: DCN-v2 cross layers beside a deep network,
+  plus user and movie biases. Defaults chosen on ml-100k with bench/ranking_quality.py."""
+  id_embedding_dim: int = 32
+  feature_embedding_dim: int = 8
+  cross_layers: int = 2
+  cross_projection_dim: int = 0  # low-rank cross layers when > 0
+  deep_layers: Tuple[int, ...] = (128, 64)
+  dropout: float = 0.2
+  l2: float = 1e-5  # on embeddings and kernels
+  epochs: int = 6
+  batch_size: int = 1024
+  optimizer: str = "adam"
+  learning_rate: float = 0.002
+  seed: int = 42

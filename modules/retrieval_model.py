@@ -49,20 +49,6 @@ QUERY_RAW_FEATURES = (F.USER_ID, *F.USER_DEMOGRAPHIC_FEATURES, F.TIMESTAMP)
 CANDIDATE_RAW_FEATURES = F.MOVIE_FEATURES
 
 
-def categorical_sizes(tft_output) -> Dict[str, int]:
-  """Number of ids of every categorical transformed feature (vocabulary + OOV buckets)."""
-  sizes = {}
-  for raw, vocab in F.VOCABULARY_NAMES.items():
-    try:
-      sizes[_xf(raw)] = tft_output.vocabulary_size_by_name(vocab) + F.OOV_BUCKETS
-    except (ValueError, tf.errors.NotFoundError):  # no demographics: no such vocabulary
-      continue
-  # tft.bucketize yields ids 0..num_buckets-1.
-  sizes[_xf(F.USER_AGE_BUCKET)] = F.AGE_BUCKETS + 1
-  sizes[_xf(F.TIMESTAMP_BUCKET)] = F.TIMESTAMP_BUCKETS + 1
-  return sizes
-
-
 def _flat(x):
   return tf.reshape(x, [-1])
 

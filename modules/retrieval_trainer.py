@@ -33,7 +33,7 @@ TRAINING_FILE = "training.json"  # wall time, examples/s, losses; next to the Sa
 def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_dir=None):
   """Trains the two towers; returns (model, training summary dict)."""
   spec = tft_output.transformed_feature_spec()
-  sizes = retrieval_model.categorical_sizes(tft_output)
+  sizes = transformed_data.categorical_sizes(tft_output)
   ids = transformed_data.columns(train_files, spec, ID_COLUMNS)
   movie_ids = ids[retrieval_model.CANDIDATE_ID_FEATURE]
   probabilities = retrieval_model.movie_probabilities(

@@ -8,6 +8,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from modules import features as F  # pylint: disable=g-import-not-at-top
+
+_xf = F.transformed_name
+
 
 def expand(patterns: Union[str, Iterable[str]]) -> List[str]:
   """Files matching TFX file patterns (a split directory's `*` glob or explicit files)."""
@@ -19,7 +23,7 @@ def expand(patterns: Union[str, Iterable[str]]) -> List[str]:
 
 
 def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed: int = 0,
-            cache: bool = True) -> tf.data.Dataset:
+            cache: bool = True, label_key: str = None) -> tf.data.Dataset:
   """Batches of transformed features (dicts of dense / sparse tensors).
 
   The parsed data is cached in memory after the first epoch; shuffling happens after
@@ -32,7 +36,10 @@ def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed
     ds = ds.cache()
   if shuffle:
     ds = ds.shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
-  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size)
+  if label_key:  # (features, label) pairs for Keras' compiled losses
+    ds = ds.map(lambda f: ({k: v for k, v in f.items() if k != label_key}, f[label_key]))
+  return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def columns(patterns, feature_spec, names) -> Dict[str, np.ndarray]:
@@ -45,3 +52,17 @@ def columns(patterns, feature_spec, names) -> Dict[str, np.ndarray]:
     for name in names:
       parts[name].append(parsed[name].numpy().reshape(-1))
   return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def categorical_sizes(tft_output) -> Dict[str, int]:
+  """Number of ids of every categorical transformed feature (vocabulary + OOV buckets)."""
+  sizes = {}
+  for raw, vocab in F.VOCABULARY_NAMES.items():
+    try:
+      sizes[_xf(raw)] = tft_output.vocabulary_size_by_name(vocab) + F.OOV_BUCKETS
+    except (ValueError, tf.errors.NotFoundError):  # no demographics: no such vocabulary
+      continue
+  # tft.bucketize yields ids 0..num_buckets-1.
+  sizes[_xf(F.USER_AGE_BUCKET)] = F.AGE_BUCKETS + 1
+  sizes[_xf(F.TIMESTAMP_BUCKET)] = F.TIMESTAMP_BUCKETS + 1
+  return sizes

@@ -1,6 +1,9 @@
 """movrec: the project's console tool.
 
   movrec run [--data-dir DIR]      run the pipeline locally (LocalDagRunner)
+  movrec recommend --user 42 -k 10 recommend from the newest pushed bundle (--json)
+  movrec similar --movie 50        movies nearest to a movie (--json)
+  movrec serve [--port 8080]       HTTP service (POST /recommend, GET /similar, ...)
   movrec generate-data DIR         write synthetic MovieLens-shaped files (offline demo)
   movrec download [--dataset NAME] fetch and verify an official GroupLens archive
 
@@ -79,7 +82,9 @@ def _props(artifact):
 
 def _verdict(blessing) -> str:
   props = _props(blessing)
-  return "BLESSED" if props.get("blessed") == 1 else f"NOT BLESSED ({props.get('reasons')})"
+  if props.get("blessed") == 1:
+    return "BLESSED"
+  return "NOT BLESSED" + (f" ({props['reasons']})" if props.get("reasons") else "")
 
 
 def _stage_one_lines(run) -> List[str]:
@@ -99,6 +104,12 @@ def _stage_one_lines(run) -> List[str]:
         f"{index.properties['num_candidates'].int_value:,} movies: recall@10 vs exact "
         f"{info['recall_at_10']:.3f}, {info['queries_per_second']:,.0f} queries/s, built in "
         f"{info['build_seconds']:.2f} s: {_verdict(run.output('IndexBuilder', 'blessing'))}")
+    from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
+    overall = ranking_eval_config.load_metrics(run.output("RankingEvaluator", "evaluation").uri)[""]
+    lines.append(
+        f"  ranking     eval RMSE {overall[ranking_eval_config.RMSE]:.4f}, MAE "
+        f"{overall[ranking_eval_config.MAE]:.4f} ({overall['example_count']:,.0f} ratings): "
+        f"{_verdict(run.output('RankingEvaluator', 'blessing'))}")
     pushed = _props(run.output("BundlePusher", "pushed_model"))
     lines.append(f"  pushed      {pushed['pushed_destination']}" if pushed.get("pushed") else
                  f"  pushed      nothing: {pushed.get('not_pushed_reason')}")
@@ -120,7 +131,9 @@ def cmd_run(args) -> int:
       retrieval_hparams=_key_values(args.retrieval, "--retrieval"),
       **({"retrieval_thresholds": _key_values(args.retrieval_threshold, "--retrieval-threshold")}
          if args.retrieval_threshold else {}),
-      index_min_recall=args.index_min_recall)
+      index_min_recall=args.index_min_recall,
+      ranking_hparams=_key_values(args.ranking, "--ranking"),
+      ranking_rmse_bound=args.ranking_rmse_bound)
   print(f"Pipeline {cfg.pipeline_name}: {cfg.layout} data in {data_dir}; "
         f"Beam {cfg.beam_mode}; cache {'on' if cfg.enable_cache else 'off'}")
   from pipeline import progress  # pylint: disable=g-import-not-at-top
@@ -145,6 +158,78 @@ def _key_values(pairs: Optional[List[str]], flag: str) -> dict:
     except json.JSONDecodeError:
       out[key] = value
   return out
+
+
+def _serving_dir(args) -> str:
+  if args.serving_dir:
+    return args.serving_dir
+  output_dir = args.output_dir or os.environ.get(config_lib.ENV_OUTPUT_DIR,
+                                                 config_lib.DEFAULT_OUTPUT_DIR)
+  return os.path.join(os.path.abspath(output_dir), "serving", args.pipeline_name)
+
+
+def _print_items(items, columns) -> None:
+  widths = {"movie_id": 8, "title": 48, "genres": 28}
+  print("  ".join(f"{c:<{widths.get(c, 10)}}" for c in ["#"] + columns))
+  for rank, item in enumerate(items, 1):
+    cells = [f"{rank:<10}"]
+    for c in columns:
+      value = item.get(c, "")
+      if isinstance(value, float):
+        text = f"{value:.3f}"
+      elif isinstance(value, list):
+        text = "|".join(value)
+      else:
+        text = str(value)
+      width = widths.get(c, 10)
+      cells.append(f"{text[:width]:<{width}}")
+    print("  ".join(cells))
+
+
+def _load_recommender(args):
+  with _quiet_imports(args):
+    from serving import recommender  # pylint: disable=g-import-not-at-top
+  return recommender.Recommender(recommender.latest_bundle_path(_serving_dir(args)))
+
+
+def _quiet_imports(args):
+  from pipeline import progress  # pylint: disable=g-import-not-at-top
+  output_dir = args.output_dir or os.environ.get(config_lib.ENV_OUTPUT_DIR,
+                                                 config_lib.DEFAULT_OUTPUT_DIR)
+  return progress.stderr_to_file(os.path.join(output_dir, "logs", "serving-imports.log"))
+
+
+def cmd_recommend(args) -> int:
+  rec = _load_recommender(args)
+  result = rec.recommend(args.user, k=args.k, candidates=args.candidates)
+  if args.json:
+    print(json.dumps(result, indent=2))
+    return 0
+  print(f"user {args.user}: {result['path']} (bundle {result['version']})")
+  columns = ["movie_id", "title", "genres", "retrieval_score", "ranking_score"]
+  _print_items(result["items"], [c for c in columns
+                                 if any(c in i for i in result["items"]) or c == "movie_id"])
+  return 0
+
+
+def cmd_similar(args) -> int:
+  rec = _load_recommender(args)
+  result = rec.similar(args.movie, k=args.k)
+  if args.json:
+    print(json.dumps(result, indent=2))
+    return 0
+  print(f"movies like {result['title']} ({args.movie}), bundle {result['version']}:")
+  _print_items(result["items"], ["movie_id", "title", "genres", "score"])
+  return 0
+
+
+def cmd_serve(args) -> int:
+  with _quiet_imports(args):
+    from serving import http_service  # pylint: disable=g-import-not-at-top
+  print(f"serving {_serving_dir(args)} on http://{args.host}:{args.port} "
+        f"(POST /recommend, GET /similar, /healthz, /metadata)")
+  http_service.serve(_serving_dir(args), host=args.host, port=args.port)
+  return 0
 
 
 def cmd_generate_data(args) -> int:
@@ -191,7 +276,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "defaults), e.g. top_10_unseen=0.15; repeatable")
   run.add_argument("--index-min-recall", type=float, default=0.95,
                    help="bless the index only if its recall@10 vs exact search reaches this")
+  run.add_argument("--ranking", action="append", metavar="NAME=VALUE",
+                   help="ranking hyperparameter (modules/hparams.py), e.g. epochs=8; repeatable")
+  run.add_argument("--ranking-rmse-bound", type=float, default=1.0,
+                   help="bless the ranking model only if its eval RMSE is below this")
   run.set_defaults(func=cmd_run)
+
+  def serving_args(p):
+    p.add_argument("--serving-dir", help="bundles directory (default: "
+                   "<output-dir>/serving/<pipeline-name>)")
+    p.add_argument("--output-dir")
+    p.add_argument("--pipeline-name", default=config_lib.DEFAULT_PIPELINE_NAME)
+
+  rec = sub.add_parser("recommend", help="top-k movies for a user from the newest bundle")
+  rec.add_argument("--user", required=True)
+  rec.add_argument("-k", type=int, default=10)
+  rec.add_argument("--candidates", type=int, default=100, help="retrieved before ranking")
+  rec.add_argument("--json", action="store_true")
+  serving_args(rec)
+  rec.set_defaults(func=cmd_recommend)
+
+  sim = sub.add_parser("similar", help="movies nearest to a movie (item-to-item)")
+  sim.add_argument("--movie", required=True)
+  sim.add_argument("-k", type=int, default=10)
+  sim.add_argument("--json", action="store_true")
+  serving_args(sim)
+  sim.set_defaults(func=cmd_similar)
+
+  srv = sub.add_parser("serve", help="HTTP recommendation service")
+  srv.add_argument("--host", default="127.0.0.1", help="loopback by default")
+  srv.add_argument("--port", type=int, default=8080)
+  serving_args(srv)
+  srv.set_defaults(func=cmd_serve)
 
   gen = sub.add_parser("generate-data", help="write synthetic MovieLens-shaped files")
   gen.add_argument("out_dir")
@@ -212,8 +328,12 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return args.func(args)
-  except (layouts.MovieLensDataError, PipelineRunError, StoreInUseError, ValueError) as e:
+  except (layouts.MovieLensDataError, PipelineRunError, StoreInUseError, ValueError,
+          FileNotFoundError) as e:
     print(f"\nerror: {e}", file=sys.stderr)
+    return 1
+  except KeyError as e:  # unknown movie / user in the serving commands
+    print(f"\nerror: {e.args[0] if e.args else e}", file=sys.stderr)
     return 1
 
 

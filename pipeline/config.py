@@ -14,7 +14,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from components.movielens_example_gen import layouts
-from modules.hparams import RetrievalHParams
+from modules.hparams import RankingHParams, RetrievalHParams
 
 ENV_DATA_DIR = "MOVIELENS_DATA_DIR"
 ENV_OUTPUT_DIR = "MOVREC_OUTPUT_DIR"
@@ -23,6 +23,7 @@ DEFAULT_PIPELINE_NAME = "movielens-recommender"
 
 PREPROCESSING_FN = "modules.preprocessing.preprocessing_fn"
 RETRIEVAL_RUN_FN = "modules.retrieval_trainer.run_fn"
+RANKING_RUN_FN = "modules.ranking_trainer.run_fn"
 
 # The retrieval model is blessed only above these (metric names: components/
 # retrieval_evaluator/metrics.py). Popularity scores top_10_unseen 0.09 on ml-100k; a
@@ -60,9 +61,15 @@ class PipelineConfig:
   max_regression: float = 0.01  # allowed drop of a thresholded metric vs the last blessed
   index_min_recall: float = 0.95  # recall@10 against exact search
   index_exact_below: int = 20_000  # catalogues smaller than this get brute-force search
+  # Ranking model: RankingHParams overrides; blessed when eval RMSE is below the bound and
+  # at most `ranking_max_regression` above the last blessed ranking model's.
+  ranking_hparams: Dict = dataclasses.field(default_factory=dict)
+  ranking_rmse_bound: float = 1.0
+  ranking_max_regression: float = 0.01
 
   def __post_init__(self):
     RetrievalHParams.from_dict(self.retrieval_hparams)  # unknown keys fail here, not in the Trainer
+    RankingHParams.from_dict(self.ranking_hparams)
     if "://" not in self.output_dir:  # executors may run elsewhere than the caller's cwd
       self.output_dir = os.path.abspath(self.output_dir)
     if self.beam_mode not in BEAM_MODES:

@@ -6,10 +6,12 @@
                                           CandidateSchemaGen ─ ExampleValidator     │
   Transform(examples, schema)  ◀───────────────────── runs only after the gate ─────┘
       │
-  RetrievalTrainer ─┬─ RetrievalEvaluator (eval split × whole catalogue; vs the last
-      │             │      blessed model from LatestBlessedRetrievalModelResolver)
-      │             └─ IndexBuilder (ScaNN over the candidates; recall vs exact search)
-      └──────────────── BundlePusher (query model + index, only when both are blessed)
+      ├─ RetrievalTrainer ─┬─ RetrievalEvaluator (eval split × whole catalogue; vs the last
+      │                    │      blessed model from LatestBlessedRetrievalModelResolver)
+      │                    └─ IndexBuilder (ScaNN over the candidates; recall vs exact)
+      ├─ RankingTrainer ──── RankingEvaluator (TFMA: RMSE bound, vs the last blessed one)
+      └──────────────────── BundlePusher (query model + index + ranking model (+ TFLite),
+                                          only when all three are blessed)
 """
 
 import os
@@ -31,8 +33,10 @@ from modules import features as F  # pylint: disable=g-import-not-at-top
 import modules  # pylint: disable=g-import-not-at-top
 from components import fingerprint  # pylint: disable=g-import-not-at-top
 from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
-from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
-from pipeline.config import PREPROCESSING_FN, RETRIEVAL_RUN_FN, PipelineConfig  # pylint: disable=g-import-not-at-top
+from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
+from modules.hparams import RankingHParams, RetrievalHParams  # pylint: disable=g-import-not-at-top
+from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
+from pipeline.config import PREPROCESSING_FN, RANKING_RUN_FN, RETRIEVAL_RUN_FN, PipelineConfig  # pylint: disable=g-import-not-at-top
 
 
 def create_pipeline(
@@ -112,11 +116,39 @@ def create_pipeline(
       transform_graph=transform.outputs["transform_graph"],
       min_recall=config.index_min_recall,
       exact_below=config.index_exact_below)
+
+  # Stage two: rating prediction, judged by TFX's Evaluator (TFMA).
+  ranking_trainer_ = tfx.components.Trainer(
+      run_fn=RANKING_RUN_FN,
+      examples=transform.outputs["transformed_examples"],
+      transform_graph=transform.outputs["transform_graph"],
+      schema=schema_gen.outputs["schema"],
+      custom_config={ranking_trainer.HPARAMS_KEY:
+                     RankingHParams.from_dict(config.ranking_hparams).to_dict(), **user_code},
+  ).with_id("RankingTrainer")
+  latest_blessed_ranking = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                            producer_component_id=ranking_trainer_.id),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                     producer_component_id="RankingEvaluator"),
+  ).with_id("LatestBlessedRankingModelResolver")
+  ranking_evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs["examples"],
+      model=ranking_trainer_.outputs["model"],
+      baseline_model=latest_blessed_ranking.outputs["model"],
+      eval_config=ranking_eval_config.eval_config(
+          config.ranking_rmse_bound, config.ranking_max_regression, config.has_demographics),
+      example_splits=[F.EVAL_SPLIT],
+  ).with_id("RankingEvaluator")
+
   pusher = BundlePusher(
       model=retrieval_trainer_.outputs["model"],
       model_blessing=retrieval_evaluator.outputs["blessing"],
       index=index_builder.outputs["index"],
       index_blessing=index_builder.outputs["blessing"],
+      ranking_model=ranking_trainer_.outputs["model"],
+      ranking_blessing=ranking_evaluator.outputs["blessing"],
       examples=example_gen.outputs["examples"],
       serving_dir=config.serving_dir)
 
@@ -124,7 +156,8 @@ def create_pipeline(
       example_gen, statistics_gen, schema_gen, example_validator,
       candidate_statistics_gen, candidate_schema_gen, candidate_validator,
       validation_gate, transform, retrieval_trainer_, latest_blessed_retrieval,
-      retrieval_evaluator, index_builder, pusher,
+      retrieval_evaluator, index_builder, ranking_trainer_, latest_blessed_ranking,
+      ranking_evaluator, pusher,
   ]
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,

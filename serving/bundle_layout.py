@@ -4,7 +4,10 @@
     manifest.json               what was pushed, from which artifacts, with which metrics
     query_model/                the retrieval query tower (SavedModel, raw-feature input)
     index/                      the ScaNN index (components/index_builder/scann_index.py)
+    ranking_model/              the ranking SavedModel (serve_features: raw inputs)
+    ranking_model.tflite        its dense-input core as TensorFlow Lite (on-device)
     users.jsonl                 known users: raw features, rated movie ids, last rating time
+    popularity.json             most rated movies first (the fallback for unknown users)
 
 Versions are written to a hidden temporary directory and renamed into place, so a reader
 never sees a half-written bundle; older versions are kept.
@@ -18,6 +21,9 @@ MANIFEST_FILE = "manifest.json"
 QUERY_MODEL_DIR = "query_model"
 INDEX_DIR = "index"
 USERS_FILE = "users.jsonl"
+RANKING_MODEL_DIR = "ranking_model"
+RANKING_TFLITE_FILE = "ranking_model.tflite"
+POPULARITY_FILE = "popularity.json"
 _VERSION = re.compile(r"^\d+$")
 
 

@@ -1,11 +1,15 @@
-"""BundlePusher: pushes retrieval model + index as one versioned serving bundle.
+"""BundlePusher: pushes retrieval model + index (+ ranking model) as one serving bundle.
 
 TFX's Pusher pushes one model gated on one blessing; the serving bundle needs the query
 model, the index and the user table together, and only when both the model (from the
-RetrievalEvaluator) and the index (from the IndexBuilder) are blessed. Nothing is
+RetrievalEvaluator) and the index (from the IndexBuilder), and the ranking model when one
+is given (from TFX's Evaluator), are blessed. The ranking model is also converted to
+TensorFlow Lite. Nothing is
 written otherwise; the PushedModel artifact then has `pushed` = 0 and the reasons.
 Layout of a bundle: serving/bundle_layout.py.
 """
+
+from typing import Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_component
@@ -26,6 +30,10 @@ class BundlePusherSpec(types.ComponentSpec):
       executor.INDEX_KEY: component_spec.ChannelParameter(type=RetrievalIndex),
       executor.INDEX_BLESSING_KEY: component_spec.ChannelParameter(
           type=standard_artifacts.ModelBlessing),
+      executor.RANKING_MODEL_KEY: component_spec.ChannelParameter(
+          type=standard_artifacts.Model, optional=True),
+      executor.RANKING_BLESSING_KEY: component_spec.ChannelParameter(
+          type=standard_artifacts.ModelBlessing, optional=True),
       executor.EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
   }
   OUTPUTS = {
@@ -40,8 +48,13 @@ class BundlePusher(base_component.BaseComponent):
 
   def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                index: types.BaseChannel, index_blessing: types.BaseChannel,
-               examples: types.BaseChannel, serving_dir: str):
+               examples: types.BaseChannel, serving_dir: str,
+               ranking_model: Optional[types.BaseChannel] = None,
+               ranking_blessing: Optional[types.BaseChannel] = None):
+    if (ranking_model is None) != (ranking_blessing is None):
+      raise ValueError("give both ranking_model and ranking_blessing, or neither")
     super().__init__(spec=BundlePusherSpec(
         model=model, model_blessing=model_blessing, index=index,
-        index_blessing=index_blessing, examples=examples, serving_dir=serving_dir,
+        index_blessing=index_blessing, ranking_model=ranking_model,
+        ranking_blessing=ranking_blessing, examples=examples, serving_dir=serving_dir,
         pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

@@ -22,6 +22,8 @@ from serving import bundle_layout
 
 MODEL_KEY = "model"
 MODEL_BLESSING_KEY = "model_blessing"
+RANKING_MODEL_KEY = "ranking_model"
+RANKING_BLESSING_KEY = "ranking_blessing"
 INDEX_KEY = "index"
 INDEX_BLESSING_KEY = "index_blessing"
 EXAMPLES_KEY = "examples"
@@ -54,16 +56,41 @@ def user_table(examples: types.Artifact) -> List[Dict]:
   return [users[u] for u in sorted(users)]
 
 
-def serving_version_of(serving_dir: str, model: types.Artifact,
-                       index: types.Artifact) -> Optional[str]:
-  """The newest bundle's path if it already serves exactly this model and index."""
+def tflite_from_core(core_dir: str) -> bytes:
+  """TensorFlow Lite flatbuffer of the ranking model's dense-input core."""
+  converter = tf.lite.TFLiteConverter.from_saved_model(core_dir)
+  return converter.convert()
+
+
+def copy_ranking_model(ranking: types.Artifact, bundle_dir: str) -> None:
+  from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
+  source = model_serving_dir(ranking)
+  shutil.copytree(source, os.path.join(bundle_dir, bundle_layout.RANKING_MODEL_DIR))
+  core_dir = os.path.join(source, ranking_trainer.CORE_DIR)
+  with open(os.path.join(bundle_dir, bundle_layout.RANKING_TFLITE_FILE), "wb") as f:
+    f.write(tflite_from_core(core_dir))
+
+
+def popularity(users: List[Dict], limit: int = 1000) -> List[List]:
+  """[[movie_id, number of ratings], ...], most rated first (the cold-start fallback)."""
+  counts: Dict[str, int] = {}
+  for user in users:
+    for movie in user["rated"]:
+      counts[movie] = counts.get(movie, 0) + 1
+  return [[m, c] for m, c in sorted(counts.items(), key=lambda mc: (-mc[1], mc[0]))[:limit]]
+
+
+def serving_version_of(serving_dir: str, model: types.Artifact, index: types.Artifact,
+                       ranking: Optional[types.Artifact] = None) -> Optional[str]:
+  """The newest bundle's path if it already serves exactly these artifacts."""
   found = bundle_layout.versions(serving_dir)
   if not found:
     return None
   path = bundle_layout.version_dir(serving_dir, found[-1])
   with open(os.path.join(path, bundle_layout.MANIFEST_FILE)) as f:
     manifest = json.load(f)
-  same = (manifest["retrieval_model"]["id"] == model.id and manifest["index"]["id"] == index.id)
+  same = (manifest["retrieval_model"]["id"] == model.id and manifest["index"]["id"] == index.id
+          and (manifest.get("ranking_model") or {}).get("id") == (ranking.id if ranking else None))
   return path if same else None
 
 
@@ -73,7 +100,7 @@ def next_version(serving_dir: str) -> int:
 
 
 def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
-                 examples: types.Artifact, extra_manifest: Optional[Dict] = None) -> str:
+                 examples: types.Artifact, ranking: Optional[types.Artifact] = None) -> str:
   """Writes a new version atomically (temp dir, then rename); returns its path."""
   os.makedirs(serving_dir, exist_ok=True)
   version = next_version(serving_dir)
@@ -84,7 +111,11 @@ def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
     shutil.copytree(os.path.join(model_serving_dir(model), retrieval_export.QUERY_DIR),
                     os.path.join(tmp, bundle_layout.QUERY_MODEL_DIR))
     shutil.copytree(index.uri, os.path.join(tmp, bundle_layout.INDEX_DIR))
+    if ranking is not None:
+      copy_ranking_model(ranking, tmp)
     users = user_table(examples)
+    with open(os.path.join(tmp, bundle_layout.POPULARITY_FILE), "w") as f:
+      json.dump(popularity(users), f)
     with open(os.path.join(tmp, bundle_layout.USERS_FILE), "w") as f:
       for user in users:
         f.write(json.dumps(user) + "\n")
@@ -95,9 +126,9 @@ def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
         "index": {"uri": index.uri, "id": index.id,
                   "num_candidates": index.get_int_custom_property("num_candidates")
                   if index.has_custom_property("num_candidates") else None},
+        "ranking_model": {"uri": ranking.uri, "id": ranking.id} if ranking else None,
         "num_users": len(users),
         "default_timestamp": max((u["last_timestamp"] for u in users), default=0),
-        **(extra_manifest or {}),
     }
     with open(os.path.join(tmp, bundle_layout.MANIFEST_FILE), "w") as f:
       json.dump(manifest, f, indent=2)
@@ -115,11 +146,14 @@ class Executor(base_executor.BaseExecutor):
          exec_properties: Dict[str, Any]) -> None:
     pushed = artifact_utils.get_single_instance(output_dict[PUSHED_MODEL_KEY])
     blessings = {key: artifact_utils.get_single_instance(input_dict[key])
-                 for key in (MODEL_BLESSING_KEY, INDEX_BLESSING_KEY)}
+                 for key in (MODEL_BLESSING_KEY, INDEX_BLESSING_KEY, RANKING_BLESSING_KEY)
+                 if input_dict.get(key)}
     unblessed = [key for key, b in blessings.items() if not blessing_lib.is_blessed(b)]
     if unblessed:
-      reasons = "; ".join(f"{key}: {b.get_string_custom_property(blessing_lib.REASONS_KEY)}"
-                          for key, b in blessings.items() if key in unblessed)
+      reasons = "; ".join(
+          f"{key}: " + (b.get_string_custom_property(blessing_lib.REASONS_KEY) or
+                        f"NOT_BLESSED (see the evaluation next to {b.uri})")
+          for key, b in blessings.items() if key in unblessed)
       logging.info("BundlePusher: not pushing (%s)", reasons)
       pushed.set_int_custom_property("pushed", 0)
       pushed.set_string_custom_property("not_pushed_reason", reasons)
@@ -127,12 +161,14 @@ class Executor(base_executor.BaseExecutor):
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
     index = artifact_utils.get_single_instance(input_dict[INDEX_KEY])
     examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+    ranking = (artifact_utils.get_single_instance(input_dict[RANKING_MODEL_KEY])
+               if input_dict.get(RANKING_MODEL_KEY) else None)
     serving_dir = exec_properties[SERVING_DIR_KEY]
-    path = serving_version_of(serving_dir, model, index)
+    path = serving_version_of(serving_dir, model, index, ranking)
     if path:  # e.g. a rerun that re-blessed the same model: nothing new to serve
       logging.info("BundlePusher: %s already serves this model and index", path)
     else:
-      path = write_bundle(serving_dir, model, index, examples)
+      path = write_bundle(serving_dir, model, index, examples, ranking)
       logging.info("BundlePusher: pushed %s", path)
     pushed.set_int_custom_property("pushed", 1)
     pushed.set_string_custom_property("pushed_destination", path)

@@ -1,0 +1,131 @@
+"""Ranking model: predicts a user's rating of a movie from transformed features.
+
+  rating = global mean + user bias + movie bias + f(x)
+  x = user id ⊕ movie id ⊕ demographics ⊕ genres (multi-hot) ⊕ year ⊕ time embeddings
+  f = DCN-v2: cross layers (explicit feature crosses, tfrs.layers.dcn.Cross) → deep MLP → 1
+
+The model proper (`RankingCore`) takes only dense tensors (`core_inputs` converts
+Transform's output, including the sparse genre ids, into them), so it converts to
+TensorFlow Lite as it is.
+"""
+
+import os
+from typing import Dict, Mapping, Sequence
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
+
+from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules.hparams import RankingHParams, make_optimizer  # pylint: disable=g-import-not-at-top
+
+_xf = F.transformed_name
+USER_ID, MOVIE_ID = _xf(F.USER_ID), _xf(F.MOVIE_ID)
+CATEGORICAL = (_xf(F.USER_GENDER), _xf(F.USER_OCCUPATION), _xf(F.USER_ZIP_PREFIX),
+               _xf(F.USER_AGE_BUCKET), _xf(F.TIMESTAMP_BUCKET))
+NUMERIC = (_xf(F.USER_AGE), _xf(F.TIMESTAMP), _xf(F.MOVIE_RELEASE_YEAR))
+GENRES = _xf(F.MOVIE_GENRES)
+GENRES_MULTI_HOT = "movie_genres_multi_hot"
+# Raw features the exported ranking signatures take (the label is not one of them).
+RAW_FEATURES = (F.USER_ID, *F.USER_DEMOGRAPHIC_FEATURES, F.TIMESTAMP, *F.MOVIE_FEATURES)
+
+
+def core_input_names(available: Sequence[str]) -> list:
+  """The dense inputs of RankingCore, given the transformed features the data has."""
+  names = [USER_ID, MOVIE_ID] + [f for f in CATEGORICAL + NUMERIC if f in available]
+  return names + [GENRES_MULTI_HOT]
+
+
+def core_inputs(transformed: Mapping[str, tf.Tensor], names: Sequence[str],
+                num_genres: int) -> Dict[str, tf.Tensor]:
+  """Transform's output → RankingCore inputs: [batch] ids / floats, genres multi-hot."""
+  out = {}
+  for name in names:
+    if name == GENRES_MULTI_HOT:
+      genres = transformed[GENRES]
+      if not isinstance(genres, tf.SparseTensor):
+        genres = tf.sparse.from_dense(genres)
+      ids = tf.SparseTensor(genres.indices, tf.minimum(genres.values, num_genres - 1),
+                            genres.dense_shape)
+      out[name] = tf.cast(tf.sparse.to_indicator(ids, num_genres), tf.float32)
+    else:
+      value = tf.reshape(transformed[name], [-1])
+      out[name] = value if value.dtype == tf.float32 else tf.cast(value, tf.int64)
+  return out
+
+
+class RankingCore(tf.keras.Model):
+  """Dense inputs → predicted rating [batch, 1]."""
+
+  def __init__(self, sizes: Mapping[str, int], names: Sequence[str], hparams: RankingHParams,
+               global_mean: float, **kwargs):
+    super().__init__(**kwargs)
+    self.names = list(names)
+    reg = tf.keras.regularizers.l2(hparams.l2) if hparams.l2 else None
+    self.embeddings = {}
+    for name in self.names:
+      if name in (USER_ID, MOVIE_ID):
+        dim = hparams.id_embedding_dim
+      elif name in CATEGORICAL:
+        dim = hparams.feature_embedding_dim
+      else:
+        continue
+      self.embeddings[name] = tf.keras.layers.Embedding(sizes[name], dim,
+                                                        embeddings_regularizer=reg)
+    self.user_bias = tf.keras.layers.Embedding(sizes[USER_ID], 1, embeddings_initializer="zeros",
+                                               embeddings_regularizer=reg)
+    self.movie_bias = tf.keras.layers.Embedding(sizes[MOVIE_ID], 1,
+                                                embeddings_initializer="zeros",
+                                                embeddings_regularizer=reg)
+    self.crosses = [tfrs.layers.dcn.Cross(projection_dim=hparams.cross_projection_dim or None,
+                                          kernel_regularizer=reg)
+                    for _ in range(hparams.cross_layers)]
+    self.deep = [tf.keras.layers.Dense(u, activation="relu", kernel_regularizer=reg)
+                 for u in hparams.deep_layers]
+    self.dropout = tf.keras.layers.Dropout(hparams.dropout) if hparams.dropout else None
+    self.out = tf.keras.layers.Dense(1, kernel_regularizer=reg)
+    self.global_mean = tf.constant(global_mean, tf.float32)
+
+  def call(self, inputs, training=False):
+    parts = []
+    for name in self.names:
+      if name in self.embeddings:
+        parts.append(self.embeddings[name](inputs[name]))
+      elif name == GENRES_MULTI_HOT:
+        parts.append(inputs[name])
+      else:
+        parts.append(tf.reshape(inputs[name], [-1, 1]))
+    x0 = tf.concat(parts, axis=1)
+    x = x0
+    for cross in self.crosses:
+      x = cross(x0, x)
+    for layer in self.deep:
+      x = layer(x)
+      if self.dropout is not None:
+        x = self.dropout(x, training=training)
+    bias = self.user_bias(inputs[USER_ID]) + self.movie_bias(inputs[MOVIE_ID])
+    return self.global_mean + bias + self.out(x)
+
+
+class RankingModel(tf.keras.Model):
+  """Transform's output → rating: `core_inputs` then RankingCore (trained end to end)."""
+
+  def __init__(self, core: RankingCore, num_genres: int, **kwargs):
+    super().__init__(**kwargs)
+    self.core, self.num_genres = core, num_genres
+
+  def call(self, transformed, training=False):
+    return self.core(core_inputs(transformed, self.core.names, self.num_genres),
+                     training=training)
+
+
+def build(sizes: Mapping[str, int], available: Sequence[str], hparams: RankingHParams,
+          global_mean: float) -> RankingModel:
+  tf.keras.utils.set_random_seed(hparams.seed)
+  core = RankingCore(sizes, core_input_names(available), hparams, global_mean, name="core")
+  model = RankingModel(core, sizes[GENRES])
+  model.compile(optimizer=make_optimizer(hparams.optimizer, hparams.learning_rate),
+                loss=tf.keras.losses.MeanSquaredError(),
+                metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
+  return model

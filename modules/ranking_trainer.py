@@ -1,0 +1,135 @@
+"""TFX Trainer `run_fn` of the ranking model, and its exported signatures.
+
+The SavedModel under the serving model directory (what TFX's Evaluator and the Pusher use):
+
+  serving_default(examples)    serialized raw tf.Examples -> {"predictions": [n, 1]}
+  transform_features(examples) serialized raw tf.Examples -> transformed features (TFMA)
+  serve_features(user_id, [user_age, user_gender, user_occupation, user_zip_code,]
+                 timestamp, movie_id, movie_title, movie_genres [n, g] ("" padded),
+                 movie_release_year (0 = unknown))  -> {"predictions"}   (serving)
+
+and `assets.extra/ranking_core/`: the dense-input RankingCore alone, which the Pusher
+converts to TensorFlow Lite (ranking_core.json names its inputs).
+"""
+
+import json
+import os
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+
+from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import ranking_model  # pylint: disable=g-import-not-at-top
+from modules import transformed_data  # pylint: disable=g-import-not-at-top
+from modules.hparams import RankingHParams  # pylint: disable=g-import-not-at-top
+
+HPARAMS_KEY = "ranking"
+TRAINING_FILE = "training.json"
+CORE_DIR = os.path.join("assets.extra", "ranking_core")
+CORE_INFO_FILE = "ranking_core.json"
+PREDICTIONS = "predictions"
+
+
+def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=None):
+  spec = tft_output.transformed_feature_spec()
+  sizes = transformed_data.categorical_sizes(tft_output)
+  labels = transformed_data.columns(train_files, spec, [F.LABEL])[F.LABEL]
+  model = ranking_model.build(sizes, list(spec), hparams, float(labels.mean()))
+  train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
+                                      seed=hparams.seed, label_key=F.LABEL)
+  eval_ds = transformed_data.dataset(eval_files, spec, 4096, label_key=F.LABEL)
+  callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir)] if log_dir else []
+  started = time.monotonic()
+  history = model.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
+                      callbacks=callbacks, verbose=0)
+  seconds = time.monotonic() - started
+  summary = {
+      "train_examples": int(len(labels)), "epochs": hparams.epochs,
+      "train_seconds": round(seconds, 2),
+      "examples_per_second": round(len(labels) * hparams.epochs / seconds, 1),
+      "train_rmse": float(history.history["rmse"][-1]),
+      "eval_rmse": float(history.history["val_rmse"][-1]),
+      "eval_rmse_by_epoch": [float(v) for v in history.history["val_rmse"]],
+      "hparams": hparams.to_dict(),
+  }
+  return model, summary
+
+
+def _raw_serving_inputs(raw_spec):
+  """1-D tensors per raw feature (genres: [n, g] padded with "")."""
+  inputs = {}
+  for name in ranking_model.RAW_FEATURES:
+    if name not in raw_spec:
+      continue
+    shape = [None, None] if name == F.MOVIE_GENRES else [None]
+    inputs[name] = tf.TensorSpec(shape, raw_spec[name].dtype, name=name)
+  return inputs
+
+
+def export(model, tft_output, serving_dir: str, summary: dict) -> None:
+  raw_spec = tft_output.raw_feature_spec()
+  model.tft_layer = tft_output.transform_features_layer()
+  input_spec = {k: v for k, v in raw_spec.items() if k != F.LABEL}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  def serve_examples(examples):
+    transformed = model.tft_layer(tf.io.parse_example(examples, input_spec))
+    return {PREDICTIONS: model(transformed)}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  def transform_features(examples):
+    return model.tft_layer(tf.io.parse_example(examples, raw_spec))
+
+  @tf.function
+  def serve_features(**features):
+    raw = {}
+    for name, value in features.items():
+      if name == F.MOVIE_GENRES:
+        raw[name] = tf.sparse.from_dense(value)  # drops the "" padding
+      elif name == F.MOVIE_RELEASE_YEAR:
+        raw[name] = tf.sparse.from_dense(tf.reshape(value, [-1, 1]))  # drops 0 = unknown
+      else:
+        raw[name] = tf.reshape(value, [-1, 1])
+    return {PREDICTIONS: model(model.tft_layer(raw))}
+
+  signatures = {
+      "serving_default": serve_examples,
+      "transform_features": transform_features,
+      "serve_features": serve_features.get_concrete_function(**_raw_serving_inputs(raw_spec)),
+  }
+  model.save(serving_dir, save_format="tf", signatures=signatures)
+  export_core(model.core, os.path.join(serving_dir, CORE_DIR), model.num_genres)
+  with tf.io.gfile.GFile(os.path.join(serving_dir, TRAINING_FILE), "w") as f:
+    json.dump(summary, f, indent=2)
+
+
+def export_core(core, path: str, num_genres: int) -> None:
+  """The dense-input core alone (for TensorFlow Lite), with its input names."""
+  specs = {}
+  for name in core.names:
+    if name == ranking_model.GENRES_MULTI_HOT:
+      specs[name] = tf.TensorSpec([None, num_genres], tf.float32, name=name)
+    elif name in ranking_model.NUMERIC:
+      specs[name] = tf.TensorSpec([None], tf.float32, name=name)
+    else:
+      specs[name] = tf.TensorSpec([None], tf.int64, name=name)
+
+  @tf.function
+  def score(**inputs):
+    return {PREDICTIONS: core(inputs)}
+
+  tf.saved_model.save(core, path, signatures={"serving_default": score.get_concrete_function(**specs)})
+  with tf.io.gfile.GFile(os.path.join(path, CORE_INFO_FILE), "w") as f:
+    json.dump({"inputs": sorted(specs), "num_genres": num_genres}, f)
+
+
+def run_fn(fn_args):
+  """TFX Trainer entry point."""
+  hparams = RankingHParams.from_dict((fn_args.custom_config or {}).get(HPARAMS_KEY))
+  tft_output = tft.TFTransformOutput(fn_args.transform_output)
+  model, summary = train(fn_args.train_files, fn_args.eval_files, tft_output, hparams,
+                         log_dir=fn_args.model_run_dir)
+  export(model, tft_output, fn_args.serving_model_dir, summary)
