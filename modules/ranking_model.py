@@ -44,11 +44,12 @@ def core_inputs(transformed: Mapping[str, tf.Tensor], names: Sequence[str],
   for name in names:
     if name == GENRES_MULTI_HOT:
       genres = transformed[GENRES]
-      if not isinstance(genres, tf.SparseTensor):
-        genres = tf.sparse.from_dense(genres)
-      ids = tf.SparseTensor(genres.indices, tf.minimum(genres.values, num_genres - 1),
-                            genres.dense_shape)
-      out[name] = tf.cast(tf.sparse.to_indicator(ids, num_genres), tf.float32)
+      if isinstance(genres, tf.SparseTensor):
+        ids = tf.SparseTensor(genres.indices, tf.minimum(genres.values, num_genres - 1),
+                              genres.dense_shape)
+        out[name] = tf.cast(tf.sparse.to_indicator(ids, num_genres), tf.float32)
+      else:  # dense [batch, n] ids, no padding
+        out[name] = tf.reduce_max(tf.one_hot(genres, num_genres), axis=1)
     else:
       value = tf.reshape(transformed[name], [-1])
       out[name] = value if value.dtype == tf.float32 else tf.cast(value, tf.int64)

@@ -17,3 +17,29 @@ def synthetic_data():
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory, synthetic_data):
   return synthetic.write(synthetic_data, str(tmp_path_factory.mktemp("ml-synthetic")))
+
+
+# Small, quick models for pipeline runs on the synthetic data. Synthetic ratings carry
+# noise of about one star, so the ranking bound is looser than the real-data default.
+FAST_PIPELINE = dict(retrieval_hparams={"epochs": 4}, ranking_hparams={"epochs": 4},
+                     ranking_rmse_bound=1.5)
+
+
+@pytest.fixture(scope="session")
+def fast_pipeline():
+  return dict(FAST_PIPELINE)
+
+
+@pytest.fixture(scope="session")
+def pushed_run(tmp_path_factory, synthetic_dir):
+  """One real LocalDagRunner run on the synthetic data, blessed and pushed:
+  (config, run summary from MLMD, console output)."""
+  import io  # pylint: disable=g-import-not-at-top
+  from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+  from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+  config = PipelineConfig(data_dir=synthetic_dir,
+                          output_dir=str(tmp_path_factory.mktemp("pipeline-out")),
+                          **FAST_PIPELINE)
+  out = io.StringIO()
+  run = local_runner.run(config, out=out).run
+  return config, run, out.getvalue()

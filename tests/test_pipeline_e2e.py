@@ -9,6 +9,7 @@ from components.movielens_example_gen import synthetic
 from modules import features as F
 from pipeline import local_runner
 from pipeline.config import PipelineConfig
+from pipeline import ranking_eval_config
 from pipeline.errors import PipelineRunError
 from serving import bundle_layout
 from serving.retriever import load_latest_bundle
@@ -17,11 +18,12 @@ COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "SchemaGen", "ExampleValid
               "CandidateStatisticsGen", "CandidateSchemaGen", "CandidateExampleValidator",
               "ValidationGate", "Transform", "RetrievalTrainer",
               "LatestBlessedRetrievalModelResolver", "RetrievalEvaluator", "IndexBuilder",
+              "RankingTrainer", "LatestBlessedRankingModelResolver", "RankingEvaluator",
               "BundlePusher"}
-# What a rerun with unchanged inputs executes again: the evaluator now has a baseline (the
-# model blessed by the first run), so it re-evaluates; the pusher sees the new blessing.
-RERUN_EXECUTED = {"RetrievalEvaluator", "BundlePusher"}
-FAST_TRAINING = {"epochs": 4}
+RESOLVERS = {"LatestBlessedRetrievalModelResolver", "LatestBlessedRankingModelResolver"}
+# What a rerun with unchanged inputs executes again: the evaluators now have a baseline
+# (the models blessed by the first run), so they re-evaluate; the pusher sees new blessings.
+RERUN_EXECUTED = {"RetrievalEvaluator", "RankingEvaluator", "BundlePusher"}
 
 
 def props(artifact):
@@ -35,21 +37,19 @@ def read_examples(uri, split):
 
 
 @pytest.mark.e2e
-def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(tmp_path, synthetic_dir,
-                                                                  synthetic_data):
-  config = PipelineConfig(data_dir=synthetic_dir, output_dir=str(tmp_path / "out"),
-                          retrieval_hparams=FAST_TRAINING)
-  out = io.StringIO()
-  first = local_runner.run(config, out=out).run
+def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(pushed_run, synthetic_dir,
+                                                                  synthetic_data, fast_pipeline):
+  config, first, console = pushed_run
   assert {c.node_id for c in first.components} == COMPONENTS
   assert first.count("COMPLETE") == len(COMPONENTS)
-  lines = out.getvalue().splitlines()
+  lines = console.splitlines()
   assert len(lines) == len(COMPONENTS)  # one progress line per component
   assert all(" done " in line for line in lines)
 
   store = local_runner.metadata_store(config)
   assert len(store.get_executions()) == len(COMPONENTS)
-  types = {store.get_artifact_types_by_id([a.type_id])[0].name for a in store.get_artifacts()}
+  types = {t.name for t in store.get_artifact_types_by_id(
+      list({a.type_id for a in store.get_artifacts()}))}
   assert {"Examples", "ExampleStatistics", "Schema", "ExampleAnomalies", "TransformGraph",
           "Model", "ModelEvaluation", "ModelBlessing", "movrec.RetrievalIndex",
           "PushedModel"} <= types
@@ -82,8 +82,16 @@ def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(tmp_path, synt
   assert index.properties["search_mode"].string_value == "exact"
   assert props(index)["recall_at_10"] == 1.0
   assert props(first.output("IndexBuilder", "blessing"))["blessed"] == 1
+  assert props(first.output("RankingEvaluator", "blessing"))["blessed"] == 1
+  ranking = ranking_eval_config.load_metrics(first.output("RankingEvaluator", "evaluation").uri)
+  assert ranking[""]["example_count"] == n_eval
+  assert {"user_gender=F", "user_gender=M"} <= set(ranking)  # sliced by gender and genre
+  assert any(name.startswith("movie_genres=") for name in ranking)
   pushed = props(first.output("BundlePusher", "pushed_model"))
   assert pushed["pushed"] == 1 and os.path.isdir(pushed["pushed_destination"])
+  bundle = pushed["pushed_destination"]
+  assert {"manifest.json", "query_model", "index", "ranking_model", "ranking_model.tflite",
+          "users.jsonl", "popularity.json"} <= set(os.listdir(bundle))
   assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
 
   retriever = load_latest_bundle(config.serving_dir)
@@ -98,21 +106,21 @@ def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(tmp_path, synt
   second = local_runner.run(config, out=io.StringIO()).run
   assert second.run_id != first.run_id
   executed = {c.node_id for c in second.components if c.state == "COMPLETE"}
-  assert executed <= RERUN_EXECUTED | {"LatestBlessedRetrievalModelResolver"}
-  assert second.count("CACHED") >= len(COMPONENTS) - len(RERUN_EXECUTED) - 1
+  assert executed <= RERUN_EXECUTED | RESOLVERS
+  assert second.count("CACHED") >= len(COMPONENTS) - len(RERUN_EXECUTED) - len(RESOLVERS)
   assert len(store.get_executions()) == 2 * len(COMPONENTS)
   for node, key in [("Transform", "transform_graph"), ("RetrievalTrainer", "model"),
-                    ("IndexBuilder", "index")]:
+                    ("IndexBuilder", "index"), ("RankingTrainer", "model")]:
     assert second.output(node, key).id == first.output(node, key).id
   # The baseline resolved from MLMD is the first run's blessed model: the same artifact,
   # so the evaluator blesses it again, and the pusher serves the existing bundle.
   assert props(second.output("RetrievalEvaluator", "blessing"))["blessed"] == 1
+  assert props(second.output("RankingEvaluator", "blessing"))["blessed"] == 1
   assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
 
   # An impossible threshold: the model is not blessed, nothing new is pushed.
   strict = PipelineConfig(data_dir=synthetic_dir, output_dir=config.output_dir,
-                          retrieval_hparams=FAST_TRAINING,
-                          retrieval_thresholds={"top_10_unseen": 1.01})
+                          **{**fast_pipeline, "retrieval_thresholds": {"top_10_unseen": 1.01}})
   third = local_runner.run(strict, out=io.StringIO()).run
   blessing = props(third.output("RetrievalEvaluator", "blessing"))
   assert blessing["blessed"] == 0 and "top_10_unseen" in blessing["reasons"]
@@ -121,14 +129,23 @@ def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(tmp_path, synt
   assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
   assert load_latest_bundle(config.serving_dir).version == pushed["pushed_version"]
 
+  # The ranking bound the other way: an RMSE bound no model meets blocks the push too.
+  strict_ranking = PipelineConfig(data_dir=synthetic_dir, output_dir=config.output_dir,
+                                  **{**fast_pipeline, "ranking_rmse_bound": 0.1})
+  fourth = local_runner.run(strict_ranking, out=io.StringIO()).run
+  assert props(fourth.output("RankingEvaluator", "blessing"))["blessed"] == 0
+  assert props(fourth.output("RetrievalEvaluator", "blessing"))["blessed"] == 1
+  not_pushed = props(fourth.output("BundlePusher", "pushed_model"))
+  assert not_pushed["pushed"] == 0 and "ranking_blessing" in not_pushed["not_pushed_reason"]
+  assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
+
 
 @pytest.mark.e2e
-def test_anomalies_stop_the_run_before_transform(tmp_path, synthetic_data):
+def test_anomalies_stop_the_run_before_transform(tmp_path, synthetic_data, fast_pipeline):
   data = synthetic.generate(n_users=60, n_movies=40, seed=3)
   data.users[0] = data.users[0].__class__(data.users[0].user_id, 150, "M", "writer", "12345")
   data_dir = synthetic.write(data, str(tmp_path / "data"))
-  config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"),
-                          retrieval_hparams=FAST_TRAINING)
+  config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"), **fast_pipeline)
   with pytest.raises(PipelineRunError) as err:
     local_runner.run(config, out=io.StringIO())
   assert err.value.component == "ValidationGate"
@@ -143,7 +160,9 @@ def test_real_ml_100k_run(tmp_path):
   data_dir = os.environ.get("MOVIELENS_DATA_DIR")
   if not data_dir:
     pytest.skip("MOVIELENS_DATA_DIR not set (CI sets it to ../shared/data/ml-100k)")
-  config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"))
+  # Real data, default thresholds; fewer retrieval epochs than the default, to keep CI short.
+  config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"),
+                          retrieval_hparams={"epochs": 5})
   run = local_runner.run(config, out=io.StringIO()).run
   assert run.count("COMPLETE") == len(COMPONENTS)
   examples = run.output("MovieLensExampleGen", "examples").custom_properties
@@ -156,3 +175,5 @@ def test_real_ml_100k_run(tmp_path):
   retriever = load_latest_bundle(config.serving_dir)
   assert len(retriever.users) == 943
   assert len(retriever.recommend("1", k=10, exclude_rated=True)) == 10
+  rmse = ranking_eval_config.load_metrics(run.output("RankingEvaluator", "evaluation").uri)[""]
+  assert rmse[ranking_eval_config.RMSE] < 1.0

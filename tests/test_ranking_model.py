@@ -1,0 +1,79 @@
+"""Ranking model: inputs, learning on tiny data, and the TensorFlow Lite copy's scores."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.bundle_pusher.executor import tflite_from_core
+from modules import features as F
+from modules import ranking_model as rkm
+from modules import ranking_trainer
+from modules.hparams import RankingHParams
+
+_xf = F.transformed_name
+N_USERS, N_MOVIES, N_GENRES = 10, 12, 4
+SIZES = {_xf(F.USER_ID): N_USERS, _xf(F.MOVIE_ID): N_MOVIES, _xf(F.MOVIE_GENRES): N_GENRES,
+         _xf(F.TIMESTAMP_BUCKET): 3}
+AVAILABLE = list(SIZES) + [_xf(F.TIMESTAMP), _xf(F.MOVIE_RELEASE_YEAR)]
+
+
+def transformed(users, movies):
+  n = len(users)
+  col = lambda v, dtype=tf.int64: tf.constant(np.reshape(v, [-1, 1]), dtype)
+  return {
+      _xf(F.USER_ID): col(users), _xf(F.MOVIE_ID): col(movies),
+      _xf(F.TIMESTAMP): col(np.linspace(-1, 1, n), tf.float32),
+      _xf(F.TIMESTAMP_BUCKET): col(np.arange(n) % 3),
+      _xf(F.MOVIE_RELEASE_YEAR): col(np.zeros(n), tf.float32),
+      _xf(F.MOVIE_GENRES): col(np.array(movies) % N_GENRES),  # one genre each, dense
+  }
+
+
+def tiny_ratings(seed=0):
+  """Even users love even movies (5 stars) and dislike odd ones (1 star); vice versa."""
+  rng = np.random.default_rng(seed)
+  users, movies = rng.integers(N_USERS, size=600), rng.integers(N_MOVIES, size=600)
+  ratings = np.where(users % 2 == movies % 2, 5.0, 1.0).astype(np.float32)
+  return users, movies, ratings
+
+
+def test_genres_become_a_multi_hot_vector():
+  genres = tf.SparseTensor([[0, 0], [0, 1], [1, 0]], tf.constant([1, 3, 0], tf.int64), [2, 2])
+  inputs = rkm.core_inputs({_xf(F.MOVIE_GENRES): genres}, [rkm.GENRES_MULTI_HOT], N_GENRES)
+  np.testing.assert_array_equal(inputs[rkm.GENRES_MULTI_HOT].numpy(),
+                                [[0, 1, 0, 1], [1, 0, 0, 0]])
+
+
+def test_ranking_model_learns_the_crossing_on_tiny_data():
+  users, movies, ratings = tiny_ratings()
+  model = rkm.build(SIZES, AVAILABLE, RankingHParams(epochs=1, learning_rate=0.01, l2=0.0,
+                                                     dropout=0.0), float(ratings.mean()))
+  ds = tf.data.Dataset.from_tensor_slices((transformed(users, movies), ratings)).batch(64)
+  before = model.evaluate(ds, verbose=0, return_dict=True)["rmse"]
+  model.fit(ds, epochs=30, verbose=0)
+  after = model.evaluate(ds, verbose=0, return_dict=True)["rmse"]
+  assert before > 1.5 and after < 0.5
+  preds = model(transformed([0, 0], [2, 3])).numpy().reshape(-1)
+  assert preds[0] > 4 and preds[1] < 2  # user 0 likes movie 2, not movie 3
+
+
+def test_tflite_scores_like_the_savedmodel(tmp_path):
+  users, movies, ratings = tiny_ratings(1)
+  model = rkm.build(SIZES, AVAILABLE, RankingHParams(), float(ratings.mean()))
+  ds = tf.data.Dataset.from_tensor_slices((transformed(users, movies), ratings)).batch(64)
+  model.fit(ds, epochs=3, verbose=0)
+  core_dir = str(tmp_path / "core")
+  ranking_trainer.export_core(model.core, core_dir, N_GENRES)
+
+  inputs = rkm.core_inputs(transformed(users[:7], movies[:7]), model.core.names, N_GENRES)
+  expected = tf.saved_model.load(core_dir).signatures["serving_default"](**inputs)[
+      ranking_trainer.PREDICTIONS].numpy()
+  interpreter = tf.lite.Interpreter(model_content=tflite_from_core(core_dir))
+  runner = interpreter.get_signature_runner("serving_default")
+  got = runner(**{k: v.numpy() for k, v in inputs.items()})[ranking_trainer.PREDICTIONS]
+  np.testing.assert_allclose(got, expected, atol=1e-4)
+  assert got.shape == (7, 1)
+
+
+def test_unknown_ranking_hparams_are_rejected():
+  with pytest.raises(ValueError, match="unknown RankingHParams keys"):
+    RankingHParams.from_dict({"layers": 3})
