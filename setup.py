@@ -29,7 +29,7 @@ setup(
     version="0.1.0",
     description="Two-stage (retrieval + ranking) movie recommender as an orchestrated TFX pipeline.",
     python_requires=">=3.9,<3.11",
-    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "schemas",
+    packages=find_packages(include=["pipeline", "pipeline.*", "kubeflow", "kubeflow.*", "components", "components.*", "schemas",
                                     "modules", "modules.*", "serving", "serving.*"]),
     package_data={"schemas": ["*/schema.pbtxt"]},
     include_package_data=True,

@@ -12,14 +12,13 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import baselines  # pylint: disable=g-import-not-at-top
+from bench import pipeline_run  # pylint: disable=g-import-not-at-top
 from pipeline import cli  # pylint: disable=g-import-not-at-top
-from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
 
 COLUMNS = ["top_1", "top_5", "top_10", "top_50", "top_100", "top_10_unseen",
            "top_100_unseen", "recall_at_10", "ndcg_at_10"]
@@ -40,23 +39,17 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--data-dir")
-  parser.add_argument("--output-dir", default=os.path.join("outputs", "bench"))
+  parser.add_argument("--output-dir", default=pipeline_run.DEFAULT_OUTPUT_DIR)
   parser.add_argument("--retrieval", action="append", metavar="NAME=VALUE")
   parser.add_argument("--ease-l2", type=float, default=500.0)
   args = parser.parse_args(argv)
 
-  from pipeline import local_runner  # pylint: disable=g-import-not-at-top
   from components.retrieval_evaluator import eval_set as eval_set_lib  # pylint: disable=g-import-not-at-top
   from components.retrieval_evaluator import evaluate  # pylint: disable=g-import-not-at-top
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
 
-  config = config_lib.PipelineConfig(
-      data_dir=cli.resolve_data_dir(args.data_dir), output_dir=args.output_dir,
-      retrieval_hparams=cli._key_values(args.retrieval, "--retrieval"))  # pylint: disable=protected-access
-  started = time.monotonic()
-  run = local_runner.run(config, out=sys.stderr).run
-  print(f"pipeline run {run.run_id}: {time.monotonic() - started:.0f} s "
-        f"({run.count('COMPLETE')} executed, {run.count('CACHED')} cached)\n")
+  config, run = pipeline_run.run(
+      args.data_dir, args.output_dir,
+      retrieval=cli._key_values(args.retrieval, "--retrieval"))  # pylint: disable=protected-access
 
   with open(os.path.join(run.output("RetrievalEvaluator", "evaluation").uri,
                          "metrics.json")) as f:
@@ -67,15 +60,9 @@ def main(argv=None) -> int:
   with open(os.path.join(run.output("IndexBuilder", "index").uri, "index.json")) as f:
     index = json.load(f)
 
-  def artifact(node, key, cls):
-    a = cls()
-    a.uri = run.output(node, key).uri
-    a.split_names = run.output(node, key).properties["split_names"].string_value
-    return a
-
   data = eval_set_lib.from_artifacts(
-      artifact("MovieLensExampleGen", "examples", standard_artifacts.Examples),
-      artifact("MovieLensExampleGen", "candidates", standard_artifacts.Examples))
+      pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "examples"),
+      pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "candidates"))
   rows = [("seeds' TFRS (3 epochs)*", SEEDS)]
   for name, scores in [("popularity", baselines.popularity_scores(data)),
                        (f"EASE (l2={args.ease_l2:g})", baselines.ease_scores(data, args.ease_l2))]:

@@ -32,7 +32,9 @@ class _FromDict:
 class RetrievalHParams(_FromDict):
   """The two-tower retrieval model and its training.
 
-  Defaults were chosen on ml-100k (random 80/20 split, seed 42) with bench/retrieval_quality.py.
+  Defaults were chosen on ml-100k (random 80/20 split, seed 42) with bench/retrieval_quality.py:
+  without log-q correction top_10_unseen collapses (0.04 vs 0.16); dropout 0.3 and the tied
+  history embedding let 10 epochs help instead of overfit; catalogue negatives measured no gain.
   """
   id_embedding_dim: int = 64  # user id and movie id embeddings
   feature_embedding_dim: int = 16  # small categorical features (genres, occupation, ...)
@@ -69,15 +71,16 @@ def make_optimizer(name: str, learning_rate: float):
 @dataclasses.dataclass(frozen=True)
 class RankingHParams(_FromDict):
   """The rating-prediction (ranking) model: DCN-v2 cross layers beside a deep network,
-  plus user and movie biases. Defaults chosen on ml-100k with bench/ranking_quality.py."""
+  plus user and movie biases. Defaults chosen on ml-100k (random 80/20, seed 42): eval
+  RMSE 0.9045 after 9 epochs; it rises again after that."""
   id_embedding_dim: int = 32
   feature_embedding_dim: int = 8
   cross_layers: int = 2
   cross_projection_dim: int = 0  # low-rank cross layers when > 0
-  deep_layers: Tuple[int, ...] = (128, 64)
-  dropout: float = 0.2
-  l2: float = 1e-5  # on embeddings and kernels
-  epochs: int = 6
+  deep_layers: Tuple[int, ...] = (256, 128)
+  dropout: float = 0.3
+  l2: float = 5e-4  # on embeddings and kernels (Keras: the whole table, every step)
+  epochs: int = 9
   batch_size: int = 1024
   optimizer: str = "adam"
   learning_rate: float = 0.002

@@ -4,6 +4,8 @@
   movrec recommend --user 42 -k 10 recommend from the newest pushed bundle (--json)
   movrec similar --movie 50        movies nearest to a movie (--json)
   movrec serve [--port 8080]       HTTP service (POST /recommend, GET /similar, ...)
+  movrec compile --image IMG ...   Kubeflow Pipelines v2 / Vertex AI pipeline JSON
+  movrec submit | schedule ...     run it once / on a cron (--dry-run prints the request)
   movrec generate-data DIR         write synthetic MovieLens-shaped files (offline demo)
   movrec download [--dataset NAME] fetch and verify an official GroupLens archive
 
@@ -100,8 +102,8 @@ def _stage_one_lines(run) -> List[str]:
     index = run.output("IndexBuilder", "index")
     info = _props(index)
     lines.append(
-        f"  index       {index.properties['search_mode'].string_value} over "
-        f"{index.properties['num_candidates'].int_value:,} movies: recall@10 vs exact "
+        f"  index       {info['search_mode']} over "
+        f"{info['num_candidates']:,} movies: recall@10 vs exact "
         f"{info['recall_at_10']:.3f}, {info['queries_per_second']:,.0f} queries/s, built in "
         f"{info['build_seconds']:.2f} s: {_verdict(run.output('IndexBuilder', 'blessing'))}")
     from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
@@ -232,6 +234,55 @@ def cmd_serve(args) -> int:
   return 0
 
 
+def cmd_compile(args) -> int:
+  cfg = config_lib.PipelineConfig(
+      data_dir=args.data_dir, output_dir=args.output_dir, pipeline_name=args.pipeline_name,
+      layout=args.layout, user_demographics=args.demographics,
+      extra_beam_args=tuple(args.beam_arg or ()),
+      retrieval_hparams=_key_values(args.retrieval, "--retrieval"),
+      ranking_hparams=_key_values(args.ranking, "--ranking"))
+  with _quiet_imports(args):
+    from kubeflow import runner  # pylint: disable=g-import-not-at-top
+  compiled = runner.compile_pipeline(cfg, args.output, image=args.image)
+  tasks = runner.component_ids(compiled)
+  params = sorted(compiled["pipelineSpec"]["root"].get("inputDefinitions", {})
+                  .get("parameters", {}))
+  print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes): {len(tasks)} tasks, "
+        f"image {args.image}, pipeline root {cfg.pipeline_root}")
+  print(f"runtime parameters: {', '.join(params)}")
+  return 0
+
+
+def _cluster_request(args, cron=None):
+  from kubeflow import runner  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(args.compiled):
+    raise FileNotFoundError(f"{args.compiled} does not exist; run `movrec compile` first")
+  target = runner.ClusterTarget(project=args.project, region=args.region,
+                                kfp_host=args.kfp_host, service_account=args.service_account)
+  with open(args.compiled) as f:
+    root = json.load(f)["runtimeConfig"]["gcsOutputDirectory"]
+  values = runner.parameter_values(_key_values(args.param, "--param"))
+  return runner, runner.build_request(args.compiled, root, target, values, cron)
+
+
+def _send(args, cron=None) -> int:
+  with _quiet_imports(args):
+    runner, request = _cluster_request(args, cron)
+  if args.dry_run:
+    print(json.dumps(request, indent=2))
+    return 0
+  print(f"submitted: {runner.send(request)}")
+  return 0
+
+
+def cmd_submit(args) -> int:
+  return _send(args)
+
+
+def cmd_schedule(args) -> int:
+  return _send(args, cron=args.cron)
+
+
 def cmd_generate_data(args) -> int:
   out = synthetic.write_synthetic_movielens(
       args.out_dir, layout=args.layout, n_users=args.users, n_movies=args.movies,
@@ -309,6 +360,42 @@ def build_parser() -> argparse.ArgumentParser:
   serving_args(srv)
   srv.set_defaults(func=cmd_serve)
 
+  comp = sub.add_parser("compile", help="compile for Kubeflow Pipelines v2 / Vertex AI")
+  comp.add_argument("--output", default="pipeline.json")
+  comp.add_argument("--image", required=True, help="the pipeline image (see Dockerfile)")
+  comp.add_argument("--data-dir", required=True, help="e.g. gs://bucket/ml-100k (the "
+                    "default of the data_dir runtime parameter)")
+  comp.add_argument("--output-dir", required=True, help="e.g. gs://bucket/movrec: pipeline "
+                    "root and serving bundles go under it")
+  comp.add_argument("--pipeline-name", default=config_lib.DEFAULT_PIPELINE_NAME)
+  comp.add_argument("--layout", required=True, choices=sorted(layouts.LAYOUTS))
+  comp.add_argument("--demographics", action=argparse.BooleanOptionalAction, default=None,
+                    help="the data has user demographics (default: read from the files)")
+  comp.add_argument("--beam-arg", action="append", help="e.g. --beam-arg=--runner=DataflowRunner")
+  comp.add_argument("--retrieval", action="append", metavar="NAME=VALUE")
+  comp.add_argument("--ranking", action="append", metavar="NAME=VALUE")
+  comp.set_defaults(func=cmd_compile)
+
+  def cluster_args(p):
+    p.add_argument("--compiled", default="pipeline.json")
+    p.add_argument("--project", help="Google Cloud project (Vertex AI Pipelines)")
+    p.add_argument("--region", default="us-central1")
+    p.add_argument("--kfp-host", help="a Kubeflow Pipelines endpoint instead of Vertex AI")
+    p.add_argument("--service-account")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="runtime parameter value, e.g. data_dir=gs://b/ml-1m; repeatable")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the request; send nothing")
+    p.add_argument("--output-dir", default=None)
+
+  submit = sub.add_parser("submit", help="run the compiled pipeline once on a cluster")
+  cluster_args(submit)
+  submit.set_defaults(func=cmd_submit)
+  schedule = sub.add_parser("schedule", help="run the compiled pipeline on a cron schedule")
+  cluster_args(schedule)
+  schedule.add_argument("--cron", required=True, help="e.g. '0 3 * * 1' (Mondays 03:00)")
+  schedule.set_defaults(func=cmd_schedule)
+
   gen = sub.add_parser("generate-data", help="write synthetic MovieLens-shaped files")
   gen.add_argument("out_dir")
   gen.add_argument("--layout", choices=sorted(layouts.LAYOUTS), default="ml-100k")
@@ -329,7 +416,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     return args.func(args)
   except (layouts.MovieLensDataError, PipelineRunError, StoreInUseError, ValueError,
-          FileNotFoundError) as e:
+          FileNotFoundError, RuntimeError) as e:
     print(f"\nerror: {e}", file=sys.stderr)
     return 1
   except KeyError as e:  # unknown movie / user in the serving commands

@@ -66,6 +66,12 @@ class PipelineConfig:
   ranking_hparams: Dict = dataclasses.field(default_factory=dict)
   ranking_rmse_bound: float = 1.0
   ranking_max_regression: float = 0.01
+  # Whether the ratings carry user demographics; None reads it from the data files. Set it
+  # when compiling for a cluster against data this machine cannot read (gs://...).
+  user_demographics: Optional[bool] = None
+  # Where component executors read the curated schemas; None: this installation's
+  # schemas/ package. The Kubeflow image has them at kubeflow.runner.IMAGE_SCHEMA_DIR.
+  schema_dir: Optional[str] = None
 
   def __post_init__(self):
     RetrievalHParams.from_dict(self.retrieval_hparams)  # unknown keys fail here, not in the Trainer
@@ -97,10 +103,14 @@ class PipelineConfig:
 
   @property
   def has_demographics(self) -> bool:
+    if self.user_demographics is not None:
+      return self.user_demographics
     return layouts.LAYOUTS[self.layout].has_demographics(self.data_dir)
 
   def beam_pipeline_args(self) -> List[str]:
     """Beam options for every Beam-based component."""
+    if any(arg.startswith("--runner") for arg in self.extra_beam_args):
+      return list(self.extra_beam_args)  # Dataflow / Flink / Spark: no DirectRunner options
     if self.beam_mode == BEAM_MULTI_PROCESSING:
       workers = self.beam_workers or multiprocessing.cpu_count()
       args = ["--direct_running_mode=multi_processing",

@@ -14,8 +14,9 @@
                                           only when all three are blessed)
 """
 
+import json
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -39,13 +40,40 @@ from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
 from pipeline.config import PREPROCESSING_FN, RANKING_RUN_FN, RETRIEVAL_RUN_FN, PipelineConfig  # pylint: disable=g-import-not-at-top
 
 
+# Tunables a scheduler may change per run without recompiling (Kubeflow / Vertex runtime
+# parameters): name -> (type, PipelineConfig attribute it overrides).
+RUNTIME_PARAMETERS = {
+    "data_dir": (str, "data_dir"),
+    "retrieval_thresholds": (str, "retrieval_thresholds"),  # JSON {"metric": minimum}
+    "retrieval_max_regression": (float, "max_regression"),
+    "index_min_recall": (float, "index_min_recall"),
+}
+
+
+def runtime_parameters(config: PipelineConfig) -> Dict[str, tfx.dsl.experimental.RuntimeParameter]:
+  """RuntimeParameters for RUNTIME_PARAMETERS, defaulting to the values in `config`."""
+  params = {}
+  for name, (ptype, attribute) in RUNTIME_PARAMETERS.items():
+    value = getattr(config, attribute)
+    default = json.dumps(value, sort_keys=True) if isinstance(value, dict) else ptype(value)
+    params[name] = tfx.dsl.experimental.RuntimeParameter(name=name, ptype=ptype,
+                                                         default=default)
+  return params
+
+
 def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    runtime: Optional[Dict[str, tfx.dsl.experimental.RuntimeParameter]] = None,
 ) -> tfx.dsl.Pipeline:
-  """The recommender's TFX pipeline for `config`."""
+  """The recommender's TFX pipeline for `config`.
+
+  `runtime` (see runtime_parameters) replaces the matching configuration values with
+  runtime parameters; the Kubeflow V2 runner compiles them as pipeline parameters.
+  """
+  runtime = runtime or {}
   example_gen = MovieLensExampleGen(
-      input_base=config.data_dir,
+      input_base=runtime.get("data_dir", config.data_dir),
       layout=config.layout,
       split_method=config.split_method,
       train_fraction=config.train_fraction,
@@ -55,17 +83,20 @@ def create_pipeline(
 
   # Ratings: statistics, the curated schema, validation.
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-  schema_gen = CuratedSchemaGen(
-      schema_file=schemas.schema_path(schemas.ratings_schema_name(config.has_demographics))
-  ).with_id("SchemaGen")
+  def curated_schema(name: str) -> CuratedSchemaGen:
+    executor_path = (os.path.join(config.schema_dir, name, "schema.pbtxt")
+                     if config.schema_dir else None)
+    return CuratedSchemaGen(schemas.schema_path(name), executor_path)
+
+  schema_gen = curated_schema(
+      schemas.ratings_schema_name(config.has_demographics)).with_id("SchemaGen")
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
 
   # Candidates (the movie catalogue): the same checks against their own schema.
   candidate_statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs["candidates"]).with_id("CandidateStatisticsGen")
-  candidate_schema_gen = CuratedSchemaGen(
-      schema_file=schemas.schema_path(schemas.MOVIES)).with_id("CandidateSchemaGen")
+  candidate_schema_gen = curated_schema(schemas.MOVIES).with_id("CandidateSchemaGen")
   candidate_validator = tfx.components.ExampleValidator(
       statistics=candidate_statistics_gen.outputs["statistics"],
       schema=candidate_schema_gen.outputs["schema"]).with_id("CandidateExampleValidator")
@@ -107,14 +138,14 @@ def create_pipeline(
       baseline_model=latest_blessed_retrieval.outputs["model"],
       examples=example_gen.outputs["examples"],
       candidates=example_gen.outputs["candidates"],
-      thresholds=config.retrieval_thresholds,
-      max_regression=config.max_regression)
+      thresholds=runtime.get("retrieval_thresholds", config.retrieval_thresholds),
+      max_regression=runtime.get("retrieval_max_regression", config.max_regression))
   index_builder = IndexBuilder(
       model=retrieval_trainer_.outputs["model"],
       candidates=example_gen.outputs["candidates"],
       examples=example_gen.outputs["examples"],
       transform_graph=transform.outputs["transform_graph"],
-      min_recall=config.index_min_recall,
+      min_recall=runtime.get("index_min_recall", config.index_min_recall),
       exact_below=config.index_exact_below)
 
   # Stage two: rating prediction, judged by TFX's Evaluator (TFMA).

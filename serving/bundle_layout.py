@@ -10,12 +10,16 @@
     popularity.json             most rated movies first (the fallback for unknown users)
 
 Versions are written to a hidden temporary directory and renamed into place, so a reader
-never sees a half-written bundle; older versions are kept.
+never sees a half-written bundle; older versions are kept. On object stores (gs://), where
+a directory cannot be renamed, the version is written in place with its manifest last,
+and a version counts only once its manifest exists.
 """
 
 import os
 import re
 from typing import List
+
+import tensorflow as tf
 
 MANIFEST_FILE = "manifest.json"
 QUERY_MODEL_DIR = "query_model"
@@ -29,11 +33,12 @@ _VERSION = re.compile(r"^\d+$")
 
 def versions(serving_dir: str) -> List[int]:
   """Complete bundle versions under `serving_dir`, oldest first."""
-  if not os.path.isdir(serving_dir):
+  if not tf.io.gfile.isdir(serving_dir):
     return []
-  return sorted(int(name) for name in os.listdir(serving_dir)
+  names = [name.rstrip("/") for name in tf.io.gfile.listdir(serving_dir)]
+  return sorted(int(name) for name in names
                 if _VERSION.match(name) and
-                os.path.exists(os.path.join(serving_dir, name, MANIFEST_FILE)))
+                tf.io.gfile.exists(os.path.join(serving_dir, name, MANIFEST_FILE)))
 
 
 def version_dir(serving_dir: str, version: int) -> str:

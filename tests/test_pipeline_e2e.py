@@ -78,8 +78,8 @@ def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(pushed_run, sy
   assert evaluation["top_10_unseen"] > 0.3  # popularity-level ranking gets about 0.15 here
   assert props(first.output("RetrievalEvaluator", "blessing"))["blessed"] == 1
   index = first.output("IndexBuilder", "index")
-  assert index.properties["num_candidates"].int_value == len(synthetic_data.movies)
-  assert index.properties["search_mode"].string_value == "exact"
+  assert props(index)["num_candidates"] == len(synthetic_data.movies)
+  assert props(index)["search_mode"] == "exact"
   assert props(index)["recall_at_10"] == 1.0
   assert props(first.output("IndexBuilder", "blessing"))["blessed"] == 1
   assert props(first.output("RankingEvaluator", "blessing"))["blessed"] == 1
@@ -170,7 +170,7 @@ def test_real_ml_100k_run(tmp_path):
   assert examples["movielens_layout"].string_value == "ml-100k"
   # The default thresholds hold on real data, and the real catalogue is indexed and pushed.
   assert props(run.output("RetrievalEvaluator", "blessing"))["blessed"] == 1
-  assert run.output("IndexBuilder", "index").properties["num_candidates"].int_value == 1682
+  assert props(run.output("IndexBuilder", "index"))["num_candidates"] == 1682
   assert props(run.output("BundlePusher", "pushed_model"))["pushed"] == 1
   retriever = load_latest_bundle(config.serving_dir)
   assert len(retriever.users) == 943

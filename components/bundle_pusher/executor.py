@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import time
 from typing import Any, Dict, List, Optional
 
@@ -62,13 +61,29 @@ def tflite_from_core(core_dir: str) -> bytes:
   return converter.convert()
 
 
+def copytree(source: str, target: str) -> None:
+  """Recursive copy that works across file systems (local, gs://) via tf.io.gfile."""
+  for dirpath, _, files in tf.io.gfile.walk(source):
+    relative = os.path.relpath(dirpath, source)
+    destination = target if relative == "." else os.path.join(target, relative)
+    tf.io.gfile.makedirs(destination)
+    for name in files:
+      tf.io.gfile.copy(os.path.join(dirpath, name), os.path.join(destination, name),
+                       overwrite=True)
+
+
+def write_file(path: str, content, binary: bool = False) -> None:
+  with tf.io.gfile.GFile(path, "wb" if binary else "w") as f:
+    f.write(content)
+
+
 def copy_ranking_model(ranking: types.Artifact, bundle_dir: str) -> None:
   from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
   source = model_serving_dir(ranking)
-  shutil.copytree(source, os.path.join(bundle_dir, bundle_layout.RANKING_MODEL_DIR))
+  copytree(source, os.path.join(bundle_dir, bundle_layout.RANKING_MODEL_DIR))
   core_dir = os.path.join(source, ranking_trainer.CORE_DIR)
-  with open(os.path.join(bundle_dir, bundle_layout.RANKING_TFLITE_FILE), "wb") as f:
-    f.write(tflite_from_core(core_dir))
+  write_file(os.path.join(bundle_dir, bundle_layout.RANKING_TFLITE_FILE),
+             tflite_from_core(core_dir), binary=True)
 
 
 def popularity(users: List[Dict], limit: int = 1000) -> List[List]:
@@ -87,7 +102,7 @@ def serving_version_of(serving_dir: str, model: types.Artifact, index: types.Art
   if not found:
     return None
   path = bundle_layout.version_dir(serving_dir, found[-1])
-  with open(os.path.join(path, bundle_layout.MANIFEST_FILE)) as f:
+  with tf.io.gfile.GFile(os.path.join(path, bundle_layout.MANIFEST_FILE)) as f:
     manifest = json.load(f)
   same = (manifest["retrieval_model"]["id"] == model.id and manifest["index"]["id"] == index.id
           and (manifest.get("ranking_model") or {}).get("id") == (ranking.id if ranking else None))
@@ -101,24 +116,25 @@ def next_version(serving_dir: str) -> int:
 
 def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
                  examples: types.Artifact, ranking: Optional[types.Artifact] = None) -> str:
-  """Writes a new version atomically (temp dir, then rename); returns its path."""
-  os.makedirs(serving_dir, exist_ok=True)
+  """Writes a new version and returns its path. Locally: into a temp dir, then renamed
+  into place (atomic). On object stores: in place, manifest last (see bundle_layout)."""
+  tf.io.gfile.makedirs(serving_dir)
   version = next_version(serving_dir)
   final = bundle_layout.version_dir(serving_dir, version)
-  tmp = os.path.join(serving_dir, f".tmp-{version}-{os.getpid()}")
-  shutil.rmtree(tmp, ignore_errors=True)
+  local = "://" not in serving_dir
+  work = os.path.join(serving_dir, f".tmp-{version}-{os.getpid()}") if local else final
+  if tf.io.gfile.exists(work):
+    tf.io.gfile.rmtree(work)
   try:
-    shutil.copytree(os.path.join(model_serving_dir(model), retrieval_export.QUERY_DIR),
-                    os.path.join(tmp, bundle_layout.QUERY_MODEL_DIR))
-    shutil.copytree(index.uri, os.path.join(tmp, bundle_layout.INDEX_DIR))
+    copytree(os.path.join(model_serving_dir(model), retrieval_export.QUERY_DIR),
+             os.path.join(work, bundle_layout.QUERY_MODEL_DIR))
+    copytree(index.uri, os.path.join(work, bundle_layout.INDEX_DIR))
     if ranking is not None:
-      copy_ranking_model(ranking, tmp)
+      copy_ranking_model(ranking, work)
     users = user_table(examples)
-    with open(os.path.join(tmp, bundle_layout.POPULARITY_FILE), "w") as f:
-      json.dump(popularity(users), f)
-    with open(os.path.join(tmp, bundle_layout.USERS_FILE), "w") as f:
-      for user in users:
-        f.write(json.dumps(user) + "\n")
+    write_file(os.path.join(work, bundle_layout.USERS_FILE),
+               "".join(json.dumps(user) + "\n" for user in users))
+    write_file(os.path.join(work, bundle_layout.POPULARITY_FILE), json.dumps(popularity(users)))
     manifest = {
         "version": version,
         "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -130,11 +146,12 @@ def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
         "num_users": len(users),
         "default_timestamp": max((u["last_timestamp"] for u in users), default=0),
     }
-    with open(os.path.join(tmp, bundle_layout.MANIFEST_FILE), "w") as f:
-      json.dump(manifest, f, indent=2)
-    os.rename(tmp, final)  # atomic on one filesystem: readers see all of it or nothing
+    write_file(os.path.join(work, bundle_layout.MANIFEST_FILE), json.dumps(manifest, indent=2))
+    if local:
+      os.rename(work, final)  # readers see all of the version or nothing
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if local and tf.io.gfile.exists(work):
+      tf.io.gfile.rmtree(work)
     raise
   return final
 

@@ -28,9 +28,11 @@ class CuratedSchemaGen(import_schema_gen.ImportSchemaGen):
 
   SPEC_CLASS = CuratedSchemaGenSpec
 
-  def __init__(self, schema_file: str):  # pylint: disable=super-init-not-called
+  def __init__(self, schema_file: str, executor_path: str = None):  # pylint: disable=super-init-not-called
+    """schema_file: the local file (fingerprinted); executor_path: where the executor
+    reads the same file if elsewhere (e.g. inside the pipeline image on Kubeflow)."""
     spec = CuratedSchemaGenSpec(
-        schema_file=schema_file,
+        schema_file=executor_path or schema_file,
         schema_sha256=fingerprint.file_sha256(schema_file),
         schema=types.Channel(type=standard_artifacts.Schema))
     super(import_schema_gen.ImportSchemaGen, self).__init__(spec=spec)

@@ -7,6 +7,7 @@ held-out user queries, and blesses the index when recall reaches `min_recall`.
 """
 
 from tfx import types
+from tfx.orchestration import data_types
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
 from tfx.types import component_spec
@@ -63,7 +64,9 @@ class IndexBuilder(base_component.BaseComponent):
                seed: int = 42):
     super().__init__(spec=IndexBuilderSpec(
         model=model, candidates=candidates, examples=examples,
-        transform_graph=transform_graph, min_recall=float(min_recall),
+        transform_graph=transform_graph,
+        min_recall=(min_recall if isinstance(min_recall, data_types.RuntimeParameter)
+                    else float(min_recall)),
         exact_below=int(exact_below), search_fraction=float(search_fraction),
         reorder=int(reorder), max_queries=int(max_queries), seed=int(seed),
         index=types.Channel(type=RetrievalIndex),

@@ -76,8 +76,8 @@ class Executor(base_executor.BaseExecutor):
     index = artifact_utils.get_single_instance(output_dict[INDEX_KEY])
     scann_index.save(index.uri, searcher, embeddings,
                      examples_io.movie_records(data.catalogue_serialized), info)
-    index.num_candidates = len(embeddings)
-    index.search_mode = config.mode
+    index.set_int_custom_property("num_candidates", len(embeddings))
+    index.set_string_custom_property("search_mode", config.mode)
     blessing_lib.record_metrics(index, {k: v for k, v in info.items()
                                         if k not in ("config", "num_candidates")})
 

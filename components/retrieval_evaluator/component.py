@@ -8,9 +8,10 @@ than `max_regression`.
 """
 
 import json
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 from tfx import types
+from tfx.orchestration import data_types
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
 from tfx.types import component_spec
@@ -56,12 +57,16 @@ class RetrievalEvaluator(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
-               candidates: types.BaseChannel, thresholds: Dict[str, float],
+               candidates: types.BaseChannel,
+               thresholds: Union[Dict[str, float], data_types.RuntimeParameter],
                baseline_model: Optional[types.BaseChannel] = None,
-               max_regression: float = 0.0):
+               max_regression: Union[float, data_types.RuntimeParameter] = 0.0):
+    if isinstance(thresholds, dict):
+      thresholds = json.dumps(thresholds, sort_keys=True)
+    if not isinstance(max_regression, data_types.RuntimeParameter):
+      max_regression = float(max_regression)
     super().__init__(spec=RetrievalEvaluatorSpec(
         model=model, baseline_model=baseline_model, examples=examples,
-        candidates=candidates, thresholds=json.dumps(thresholds, sort_keys=True),
-        max_regression=float(max_regression),
+        candidates=candidates, thresholds=thresholds, max_regression=max_regression,
         evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
         blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -1,0 +1,37 @@
+"""The benchmarks' shared pipeline run (cached after the first) and artifact helpers."""
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline import cli  # pylint: disable=g-import-not-at-top
+from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
+
+DEFAULT_OUTPUT_DIR = os.path.join("outputs", "bench")
+
+
+def run(data_dir=None, output_dir=DEFAULT_OUTPUT_DIR, retrieval=None, ranking=None):
+  """(config, run summary): the pipeline with default settings on data_dir."""
+  from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+  config = config_lib.PipelineConfig(
+      data_dir=cli.resolve_data_dir(data_dir), output_dir=output_dir,
+      retrieval_hparams=retrieval or {}, ranking_hparams=ranking or {})
+  started = time.monotonic()
+  result = local_runner.run(config, out=sys.stderr).run
+  print(f"pipeline run {result.run_id}: {time.monotonic() - started:.0f} s "
+        f"({result.count('COMPLETE')} executed, {result.count('CACHED')} cached)\n")
+  return config, result
+
+
+def tfx_artifact(run, node: str, key: str):
+  """The run's output as a tfx Artifact (uri and split names), for the project's readers."""
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  proto = run.output(node, key)
+  artifact = standard_artifacts.Examples()
+  artifact.uri = proto.uri
+  if "split_names" in proto.properties:
+    artifact.split_names = proto.properties["split_names"].string_value
+  return artifact

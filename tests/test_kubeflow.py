@@ -1,0 +1,141 @@
+"""Kubeflow Pipelines v2 / Vertex AI: compile the whole pipeline, dry-run submit/schedule,
+and run one compiled component's container command line locally."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import schemas
+from kubeflow import runner
+from pipeline import cli
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import RUNTIME_PARAMETERS
+
+IMAGE = "us-docker.pkg.dev/my-project/movrec/pipeline:1.0"
+COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
+              "CandidateStatisticsGen", "CandidateSchemaGen", "CandidateExampleValidator",
+              "ValidationGate", "Transform", "RetrievalTrainer", "RetrievalEvaluator",
+              "IndexBuilder", "RankingTrainer", "RankingEvaluator", "BundlePusher"}
+
+
+def remote_config(**overrides):
+  """A cluster configuration: data and outputs on GCS (never read at compile time)."""
+  return PipelineConfig(data_dir="gs://my-bucket/ml-100k", output_dir="gs://my-bucket/movrec",
+                        layout="ml-100k", user_demographics=True, **overrides)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("kfp") / "pipeline.json")
+  spec = runner.compile_pipeline(
+      remote_config(extra_beam_args=("--runner=DataflowRunner", "--project=my-project",
+                                     "--region=europe-west4")), path, image=IMAGE)
+  return path, spec
+
+
+def tasks(spec):
+  return spec["pipelineSpec"]["root"]["dag"]["tasks"]
+
+
+def test_every_component_is_compiled_with_the_image(compiled):
+  _, spec = compiled
+  names = set(tasks(spec))
+  assert COMPONENTS <= names
+  resolvers = names - COMPONENTS  # each Resolver compiles to a model and a blessing step
+  assert len(resolvers) == 4 and all("Resolver" in name for name in resolvers)
+  executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
+  containers = [e["container"] for e in executors.values() if "container" in e]
+  assert len(containers) >= len(COMPONENTS)
+  assert {c["image"] for c in containers} == {IMAGE}
+
+
+def test_dependencies_follow_the_dag(compiled):
+  _, spec = compiled
+  deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks(spec).items()}
+  assert "ValidationGate" in deps["Transform"]  # bad data never reaches training
+  assert {"Transform"} <= deps["RetrievalTrainer"] and {"Transform"} <= deps["RankingTrainer"]
+  assert {"RetrievalTrainer", "MovieLensExampleGen"} <= deps["RetrievalEvaluator"]
+  assert any("RetrievalModelResolver" in d for d in deps["RetrievalEvaluator"])
+  assert any("RankingModelResolver" in d for d in deps["RankingEvaluator"])
+  assert {"RetrievalTrainer", "Transform", "MovieLensExampleGen"} <= deps["IndexBuilder"]
+  assert {"RetrievalEvaluator", "IndexBuilder", "RankingEvaluator"} <= deps["BundlePusher"]
+
+
+def test_runtime_parameters_and_beam_args(compiled):
+  _, spec = compiled
+  declared = spec["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
+  assert set(declared) == set(RUNTIME_PARAMETERS)
+  assert declared["index_min_recall"]["type"] == "DOUBLE"
+  defaults = spec["runtimeConfig"]["parameters"]  # pipeline spec 2.0: typed Values
+  assert defaults["data_dir"]["stringValue"] == "gs://my-bucket/ml-100k"
+  assert defaults["index_min_recall"]["doubleValue"] == 0.95
+  assert json.loads(defaults["retrieval_thresholds"]["stringValue"])["top_10_unseen"] > 0
+  assert spec["runtimeConfig"]["gcsOutputDirectory"] == (
+      "gs://my-bucket/movrec/pipeline_root/movielens-recommender")
+  executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
+  transform = next(e for name, e in executors.items() if name.startswith("Transform"))
+  args = transform["container"]["args"]
+  assert "--runner=DataflowRunner" in args
+  assert not any(a.startswith("--direct_running_mode") for a in args)
+
+
+def test_submit_and_schedule_dry_runs_print_the_request(compiled, capsys):
+  path, _ = compiled
+  assert cli.main(["submit", "--compiled", path, "--project", "my-project", "--region",
+                   "europe-west4", "--param", "index_min_recall=0.9", "--dry-run"]) == 0
+  request = json.loads(capsys.readouterr().out)
+  assert request["service"] == "Vertex AI Pipelines"
+  assert request["project"] == "my-project" and request["location"] == "europe-west4"
+  assert request["parameter_values"] == {"index_min_recall": 0.9}
+  assert request["pipeline_root"].startswith("gs://my-bucket/")
+  assert "schedule" not in request
+
+  assert cli.main(["schedule", "--compiled", path, "--kfp-host", "http://kfp.example:8080",
+                   "--cron", "0 3 * * 1", "--param", "data_dir=gs://my-bucket/ml-1m",
+                   "--dry-run"]) == 0
+  request = json.loads(capsys.readouterr().out)
+  assert request["service"] == "Kubeflow Pipelines"
+  assert request["recurring_run"]["cron_expression"] == "0 3 * * 1"
+  assert request["arguments"] == {"data_dir": "gs://my-bucket/ml-1m"}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["submit", "--dry-run"], "give --project"),
+    (["submit", "--project", "p", "--param", "epochs=3", "--dry-run"], "unknown runtime parameter"),
+    (["submit", "--project", "p", "--param", "index_min_recall=high", "--dry-run"], "not a float"),
+    (["schedule", "--project", "p", "--cron", "daily", "--dry-run"], "5 fields"),
+])
+def test_bad_submissions_get_a_clear_error(compiled, capsys, argv, message):
+  path, _ = compiled
+  assert cli.main(argv[:1] + ["--compiled", path] + argv[1:]) == 1
+  assert message in capsys.readouterr().err
+
+
+def test_a_compiled_component_runs_from_its_container_command_line(tmp_path):
+  """CandidateSchemaGen's command and args from the JSON, with the ExecutorInput a KFP
+  launcher would pass; schemas are read from this checkout instead of the image."""
+  local = remote_config(schema_dir=os.path.dirname(schemas.__file__))
+  spec = runner.compile_pipeline(local, str(tmp_path / "pipeline.json"), image=IMAGE)
+  task = tasks(spec)["CandidateSchemaGen"]
+  executor = spec["pipelineSpec"]["deploymentSpec"]["executors"][
+      spec["pipelineSpec"]["components"][task["componentRef"]["name"]]["executorLabel"]]
+  parameters = {name: {"stringValue": p["runtimeValue"]["constantValue"]["stringValue"]}
+                for name, p in task["inputs"]["parameters"].items()}
+  out = tmp_path / "task"
+  executor_input = {
+      "inputs": {"parameters": parameters},
+      "outputs": {"artifacts": {"schema": {"artifacts": [{
+          "name": "schema", "type": {"schemaTitle": "tfx.Schema"},
+          "uri": str(out / "schema"), "metadata": {}}]}},
+                  "outputFile": str(out / "executor_output.json")}}
+  container = executor["container"]
+  command = [sys.executable if c == "python" else c for c in container["command"]]
+  args = [json.dumps(executor_input) if a == "{{$}}" else a for a in container["args"]]
+  done = subprocess.run(command + args, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(out / "schema" / "schema.pbtxt") as f:
+    assert f.read() == open(schemas.schema_path(schemas.MOVIES)).read()
+  assert json.load(open(out / "executor_output.json"))["artifacts"]["schema"]
