@@ -6,6 +6,8 @@
   movrec serve [--port 8080]       HTTP service (POST /recommend, GET /similar, ...)
   movrec compile --image IMG ...   Kubeflow Pipelines v2 / Vertex AI pipeline JSON
   movrec submit | schedule ...     run it once / on a cron (--dry-run prints the request)
+  movrec runs | artifacts | lineage ID | metrics     what the MLMD store holds (--json)
+  movrec report [RUN]              a self-contained HTML page about a run
   movrec generate-data DIR         write synthetic MovieLens-shaped files (offline demo)
   movrec download [--dataset NAME] fetch and verify an official GroupLens archive
 
@@ -283,6 +285,106 @@ def cmd_schedule(args) -> int:
   return _send(args, cron=args.cron)
 
 
+def _store(args):
+  from pipeline import inspect_store  # pylint: disable=g-import-not-at-top
+  output_dir = args.output_dir or os.environ.get(config_lib.ENV_OUTPUT_DIR,
+                                                 config_lib.DEFAULT_OUTPUT_DIR)
+  path = args.metadata or os.path.join(os.path.abspath(output_dir), "metadata",
+                                       args.pipeline_name, "metadata.db")
+  return inspect_store, inspect_store.connect(path, args.connection_config)
+
+
+def _emit(args, data, text) -> int:
+  print(json.dumps(data, indent=2, default=str) if args.json else text())
+  return 0
+
+
+def _plain_table(rows, columns) -> str:
+  widths = {c: max([len(c)] + [len(_cell(r.get(c))) for r in rows]) for c in columns}
+  lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+  lines += ["  ".join(_cell(r.get(c)).ljust(widths[c]) for c in columns) for r in rows]
+  return "\n".join(lines)
+
+
+def _cell(value) -> str:
+  if isinstance(value, float):
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+  return "" if value is None else str(value)
+
+
+def cmd_runs(args) -> int:
+  lib, store = _store(args)
+  rows = lib.runs(store, args.pipeline_name)
+  return _emit(args, rows, lambda: _plain_table(rows, [
+      "run_id", "start", "duration_seconds", "status", "components", "executed", "cached",
+      "failed"]))
+
+
+def cmd_artifacts(args) -> int:
+  lib, store = _store(args)
+  rows = lib.artifacts(store, args.pipeline_name, run_id=args.run, type_name=args.type,
+                       component=args.component)
+  if not rows:
+    raise LookupError("no artifact matches those filters")
+
+  def text():
+    lines = []
+    for r in rows:
+      props = ", ".join(f"{k}={_cell(v)[:60]}" for k, v in sorted(r["properties"].items())
+                        if k not in ("state", "tfx_version", "producer_component"))
+      lines.append(f"{r['id']:>5}  {r['type']:<22} {r['producer'] or '':<28} {r['uri']}" +
+                   (f"\n       {props}" if props else ""))
+    return "\n".join(lines)
+  return _emit(args, rows, text)
+
+
+def cmd_lineage(args) -> int:
+  lib, store = _store(args)
+  data = lib.lineage(store, args.artifact_id)
+
+  def text():
+    a = data["artifact"]
+    lines = [f"artifact {a['id']} ({a['type']}) {a['uri']}", "produced by:"]
+    for e in data["produced_by"]:
+      lines.append(f"  {e['component']} (execution {e['execution_id']}, {e['state']}) from:")
+      lines += [f"    {i['key']}: {i['type']} {i['id']} {i['uri']}" for i in e["artifacts"]]
+    lines.append("consumed by:" if data["consumed_by"] else "consumed by: nothing yet")
+    for e in data["consumed_by"]:
+      outs = ", ".join(f"{o['key']}:{o['id']}" for o in e["artifacts"])
+      lines.append(f"  {e['component']} (execution {e['execution_id']}, {e['state']}) "
+                   f"-> {outs}")
+    return "\n".join(lines)
+  return _emit(args, data, text)
+
+
+def cmd_metrics(args) -> int:
+  lib, store = _store(args)
+  rows = lib.metrics(store, args.pipeline_name)
+
+  def flat(r):
+    ret, idx, rank, push = (r.get("retrieval") or {}, r.get("index") or {},
+                            r.get("ranking") or {}, r.get("pushed") or {})
+    verdict = lambda d: "" if not d else ("yes" if d.get("blessed") else "NO")
+    return {"run_id": r["run_id"], "top10_unseen": ret.get("top_10_unseen"),
+            "top100_unseen": ret.get("top_100_unseen"), "ndcg@10": ret.get("ndcg_at_10"),
+            "retr_blessed": verdict(ret), "index_recall": idx.get("recall_at_10"),
+            "index_blessed": verdict(idx), "rmse": rank.get("rmse"),
+            "rank_blessed": verdict(rank),
+            "pushed": push.get("version") if push.get("pushed") else ("no" if push else "")}
+  return _emit(args, rows, lambda: _plain_table([flat(r) for r in rows], list(flat(rows[0]))))
+
+
+def cmd_report(args) -> int:
+  lib, store = _store(args)
+  from pipeline import report  # pylint: disable=g-import-not-at-top
+  run = lib.find_run(store, args.pipeline_name, args.run)
+  path = args.out or os.path.join(os.path.dirname(args.metadata) if args.metadata else
+                                  os.path.abspath(args.output_dir or config_lib.DEFAULT_OUTPUT_DIR),
+                                  "reports", f"run-{run.run_id.replace(':', '')}.html")
+  print(report.write(store, args.pipeline_name, run.run_id, path))
+  return 0
+
+
 def cmd_generate_data(args) -> int:
   out = synthetic.write_synthetic_movielens(
       args.out_dir, layout=args.layout, n_users=args.users, n_movies=args.movies,
@@ -396,6 +498,36 @@ def build_parser() -> argparse.ArgumentParser:
   schedule.add_argument("--cron", required=True, help="e.g. '0 3 * * 1' (Mondays 03:00)")
   schedule.set_defaults(func=cmd_schedule)
 
+  def store_args(p):
+    p.add_argument("--output-dir", help="where `movrec run` wrote (default ./outputs)")
+    p.add_argument("--pipeline-name", default=config_lib.DEFAULT_PIPELINE_NAME)
+    p.add_argument("--metadata", help="a SQLite MLMD file (default: the local runs' store)")
+    p.add_argument("--connection-config", help="a text-format ml_metadata ConnectionConfig "
+                   "(e.g. MySQL) for a shared store")
+    p.add_argument("--json", action="store_true")
+
+  p_runs = sub.add_parser("runs", help="one line per pipeline run")
+  store_args(p_runs)
+  p_runs.set_defaults(func=cmd_runs)
+  p_art = sub.add_parser("artifacts", help="artifacts with URI and properties")
+  store_args(p_art)
+  p_art.add_argument("--run", help="a run id (see `movrec runs`), or latest")
+  p_art.add_argument("--type", help="e.g. Model, ModelBlessing, movrec.RetrievalIndex")
+  p_art.add_argument("--component", help="producing component, e.g. RetrievalTrainer")
+  p_art.set_defaults(func=cmd_artifacts)
+  p_lin = sub.add_parser("lineage", help="what produced an artifact and what consumed it")
+  store_args(p_lin)
+  p_lin.add_argument("artifact_id", type=int)
+  p_lin.set_defaults(func=cmd_lineage)
+  p_met = sub.add_parser("metrics", help="model and index metrics of every run, side by side")
+  store_args(p_met)
+  p_met.set_defaults(func=cmd_metrics)
+  p_rep = sub.add_parser("report", help="self-contained HTML report of a run")
+  store_args(p_rep)
+  p_rep.add_argument("run", nargs="?", default="latest")
+  p_rep.add_argument("--out", help="the HTML file (default <output-dir>/reports/run-ID.html)")
+  p_rep.set_defaults(func=cmd_report)
+
   gen = sub.add_parser("generate-data", help="write synthetic MovieLens-shaped files")
   gen.add_argument("out_dir")
   gen.add_argument("--layout", choices=sorted(layouts.LAYOUTS), default="ml-100k")
@@ -417,6 +549,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     return args.func(args)
   except (layouts.MovieLensDataError, PipelineRunError, StoreInUseError, ValueError,
           FileNotFoundError, RuntimeError) as e:
+    print(f"\nerror: {e}", file=sys.stderr)
+    return 1
+  except LookupError as e:  # unknown movie / user / run / artifact, empty store
+    if isinstance(e, KeyError):
+      print(f"\nerror: {e.args[0] if e.args else e}", file=sys.stderr)
+      return 1
     print(f"\nerror: {e}", file=sys.stderr)
     return 1
   except KeyError as e:  # unknown movie / user in the serving commands
