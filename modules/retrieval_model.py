@@ -95,9 +95,10 @@ class Tower(tf.keras.Model):
               for units in hparams.hidden_layers]
     layers.append(tf.keras.layers.Dense(hparams.output_dim, kernel_regularizer=reg))
     self.mlp = tf.keras.Sequential(layers)
-    self.history_embedding = history_embedding  # shared with the candidate tower, or:
-    if history_size and history_embedding is None:
-      self.history_embedding = embedding(history_size, hparams.id_embedding_dim)
+    self.history_embedding = None
+    if history_size:  # shared with the candidate tower's movie embedding, or its own
+      self.history_embedding = history_embedding or embedding(history_size,
+                                                              hparams.id_embedding_dim)
 
   def _history(self, features):
     """Mean embedding of the history ids, leaving out HISTORY_EXCLUDE when given."""
@@ -210,7 +211,8 @@ def build(sizes: Mapping[str, int], available: Sequence[str], hparams: Retrieval
           movies: Optional[movie_table.MovieTable] = None) -> RetrievalModel:
   tf.keras.utils.set_random_seed(hparams.seed)
   candidates = candidate_tower(sizes, hparams, available)
-  shared = candidates.id_embedding if hparams.tie_history_embedding else None
+  tie = hparams.use_history and hparams.tie_history_embedding
+  shared = candidates.id_embedding if tie else None
   model = RetrievalModel(query_tower(sizes, hparams, available, shared), candidates, hparams,
                          probabilities, history, movies)
   model.compile(optimizer=make_optimizer(hparams.optimizer, hparams.learning_rate))
