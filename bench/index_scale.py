@@ -37,8 +37,9 @@ def main(argv=None) -> int:
       "outputs", "bench", "serving", "movielens-recommender"))
   parser.add_argument("--copies", type=int, default=1000)
   parser.add_argument("--queries", type=int, default=1000)
-  parser.add_argument("--search-fraction", type=float, default=0.1)
-  parser.add_argument("--reorder", type=int, default=250)
+  parser.add_argument("--search-fraction", type=float,
+                      default=scann_index.DEFAULT_SEARCH_FRACTION)
+  parser.add_argument("--reorder", type=int, default=scann_index.DEFAULT_REORDER)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
 

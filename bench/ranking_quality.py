@@ -45,7 +45,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components.retrieval_evaluator import eval_set as eval_set_lib  # pylint: disable=g-import-not-at-top
-  from components.retrieval_evaluator.executor import serving_dir  # pylint: disable=g-import-not-at-top
+  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
   from components.retrieval_evaluator.metrics import _mask_seen  # pylint: disable=g-import-not-at-top
   from modules import ranking_trainer, retrieval_export  # pylint: disable=g-import-not-at-top
   from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
@@ -59,7 +59,8 @@ def main(argv=None) -> int:
   data = eval_set_lib.from_artifacts(
       pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "examples"),
       pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "candidates"))
-  pair = retrieval_export.RetrievalModelPair(serving_dir(run.output("RetrievalTrainer", "model")))
+  model_dir = lambda node: path_utils.serving_model_dir(run.output(node, "model").uri)
+  pair = retrieval_export.RetrievalModelPair(model_dir("RetrievalTrainer"))
   candidates, _ = pair.embed_candidate_examples(data.catalogue_serialized)
   users = data.users_with_eval
   queries = pair.embed_query_examples([data.user_query_serialized[u] for u in users])
@@ -67,8 +68,8 @@ def main(argv=None) -> int:
   _mask_seen(scores, users, data.seen)
   retrieved = np.argsort(-scores, axis=1)[:, :N_RETRIEVED]
 
-  rank = tf.saved_model.load(serving_dir(run.output("RankingTrainer", "model"))).signatures[
-      "serving_default"]
+  ranking_model = tf.saved_model.load(model_dir("RankingTrainer"))
+  rank = ranking_model.signatures["serving_default"]
   reranked = []
   for row, user in enumerate(users):
     examples = [with_movie(data.user_query_serialized[user], data.catalogue_serialized[m])

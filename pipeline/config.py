@@ -60,7 +60,8 @@ class PipelineConfig:
       default_factory=lambda: dict(DEFAULT_RETRIEVAL_THRESHOLDS))
   max_regression: float = 0.01  # allowed drop of a thresholded metric vs the last blessed
   index_min_recall: float = 0.95  # recall@10 against exact search
-  index_exact_below: int = 20_000  # catalogues smaller than this get brute-force search
+  # Catalogues smaller than this get brute-force search; None: scann_index's default.
+  index_exact_below: Optional[int] = None
   # Ranking model: RankingHParams overrides; blessed when eval RMSE is below the bound and
   # at most `ranking_max_regression` above the last blessed ranking model's.
   ranking_hparams: Dict = dataclasses.field(default_factory=dict)

@@ -117,22 +117,31 @@ def create_pipeline(
           analyze=[F.TRAIN_SPLIT], transform=[F.TRAIN_SPLIT, F.EVAL_SPLIT]))
   transform.add_upstream_node(validation_gate)
 
+  def trainer(node_id: str, run_fn: str, hparams_key: str, hparams: Dict):
+    return tfx.components.Trainer(
+        run_fn=run_fn,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        custom_config={hparams_key: hparams, **user_code},
+    ).with_id(node_id)
+
+  def latest_blessed(node_id: str, trainer_id: str, evaluator_id: str):
+    """The newest model of `trainer_id` that `evaluator_id` blessed (from MLMD)."""
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                              producer_component_id=trainer_id),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id=evaluator_id),
+    ).with_id(node_id)
+
   # Stage one: two-tower retrieval, judged over the whole catalogue, indexed with ScaNN.
-  retrieval_hparams = RetrievalHParams.from_dict(config.retrieval_hparams).to_dict()
-  retrieval_trainer_ = tfx.components.Trainer(
-      run_fn=RETRIEVAL_RUN_FN,
-      examples=transform.outputs["transformed_examples"],
-      transform_graph=transform.outputs["transform_graph"],
-      schema=schema_gen.outputs["schema"],
-      custom_config={retrieval_trainer.HPARAMS_KEY: retrieval_hparams, **user_code},
-  ).with_id("RetrievalTrainer")
-  latest_blessed_retrieval = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
-                            producer_component_id=retrieval_trainer_.id),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
-                                     producer_component_id="RetrievalEvaluator"),
-  ).with_id("LatestBlessedRetrievalModelResolver")
+  retrieval_trainer_ = trainer(
+      "RetrievalTrainer", RETRIEVAL_RUN_FN, retrieval_trainer.HPARAMS_KEY,
+      RetrievalHParams.from_dict(config.retrieval_hparams).to_dict())
+  latest_blessed_retrieval = latest_blessed(
+      "LatestBlessedRetrievalModelResolver", retrieval_trainer_.id, "RetrievalEvaluator")
   retrieval_evaluator = RetrievalEvaluator(
       model=retrieval_trainer_.outputs["model"],
       baseline_model=latest_blessed_retrieval.outputs["model"],
@@ -146,24 +155,14 @@ def create_pipeline(
       examples=example_gen.outputs["examples"],
       transform_graph=transform.outputs["transform_graph"],
       min_recall=runtime.get("index_min_recall", config.index_min_recall),
-      exact_below=config.index_exact_below)
+      **({"exact_below": config.index_exact_below} if config.index_exact_below else {}))
 
   # Stage two: rating prediction, judged by TFX's Evaluator (TFMA).
-  ranking_trainer_ = tfx.components.Trainer(
-      run_fn=RANKING_RUN_FN,
-      examples=transform.outputs["transformed_examples"],
-      transform_graph=transform.outputs["transform_graph"],
-      schema=schema_gen.outputs["schema"],
-      custom_config={ranking_trainer.HPARAMS_KEY:
-                     RankingHParams.from_dict(config.ranking_hparams).to_dict(), **user_code},
-  ).with_id("RankingTrainer")
-  latest_blessed_ranking = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
-                            producer_component_id=ranking_trainer_.id),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
-                                     producer_component_id="RankingEvaluator"),
-  ).with_id("LatestBlessedRankingModelResolver")
+  ranking_trainer_ = trainer(
+      "RankingTrainer", RANKING_RUN_FN, ranking_trainer.HPARAMS_KEY,
+      RankingHParams.from_dict(config.ranking_hparams).to_dict())
+  latest_blessed_ranking = latest_blessed(
+      "LatestBlessedRankingModelResolver", ranking_trainer_.id, "RankingEvaluator")
   ranking_evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs["examples"],
       model=ranking_trainer_.outputs["model"],

@@ -41,17 +41,38 @@ class Recommender:
     ranking_dir = os.path.join(path, bundle_layout.RANKING_MODEL_DIR)
     self._rank = None
     if os.path.isdir(ranking_dir):
-      self._rank = tf.saved_model.load(ranking_dir).signatures["serve_features"]
+      self._ranking_model = tf.saved_model.load(ranking_dir)  # keeps its variables alive
+      self._rank = self._ranking_model.signatures["serve_features"]
       self._rank_specs = self._rank.structured_input_signature[1]
     with open(os.path.join(path, bundle_layout.POPULARITY_FILE)) as f:
       self.popular = [movie for movie, _ in json.load(f)]
+    if self._rank is not None:
+      self._score_rows = self._compile_scorer()
+
+  def _compile_scorer(self):
+    """One graph call per request: gathers the candidates' raw features from tensors
+    built once here, repeats the user's, and runs the ranking signature."""
     candidates = self.retriever.index.candidates
-    genres = max((len(c["genres"]) for c in candidates), default=1) or 1
-    self._titles = np.array([c["title"] for c in candidates], dtype=object)
-    self._genres = np.array([c["genres"] + [""] * (genres - len(c["genres"]))
-                             for c in candidates], dtype=object)
-    self._years = np.array([c["year"] or 0 for c in candidates], dtype=np.int64)
-    self._ids = np.array([c["movie_id"] for c in candidates], dtype=object)
+    width = max((len(c["genres"]) for c in candidates), default=1) or 1
+    movie = {
+        F.MOVIE_ID: tf.constant([c["movie_id"] for c in candidates]),
+        F.MOVIE_TITLE: tf.constant([c["title"] for c in candidates]),
+        F.MOVIE_GENRES: tf.constant([c["genres"] + [""] * (width - len(c["genres"]))
+                                     for c in candidates]),
+        F.MOVIE_RELEASE_YEAR: tf.constant([c["year"] or 0 for c in candidates], tf.int64),
+    }
+    user_specs = {name: tf.TensorSpec([1], spec.dtype, name=name)
+                  for name, spec in self._rank_specs.items() if name not in movie}
+    rank = self._rank
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), user_specs])
+    def score_rows(rows, user):
+      n = tf.shape(rows)[0]
+      inputs = {name: tf.gather(value, rows) for name, value in movie.items()}
+      inputs.update({name: tf.repeat(value, n) for name, value in user.items()})
+      return rank(**inputs)[ranking_trainer.PREDICTIONS]
+
+    return score_rows
 
   # --- the two stages --------------------------------------------------------------
   def recommend(self, user_id: str, k: int = 10, candidates: int = 100,
@@ -81,24 +102,10 @@ class Recommender:
   def score(self, user_id: str, movie_ids: Sequence[str], features: Optional[Dict] = None,
             timestamp: Optional[int] = None) -> np.ndarray:
     """Predicted ratings of `movie_ids` for the user (the ranking model alone)."""
-    rows = np.array([self.retriever.position[m] for m in movie_ids], dtype=np.int64)
-    user = self.retriever.query_inputs(user_id, features, timestamp, history=[])
-    n = len(rows)
-    inputs = {}
-    for name, spec in self._rank_specs.items():
-      if name == F.MOVIE_ID:
-        value = self._ids[rows]
-      elif name == F.MOVIE_TITLE:
-        value = self._titles[rows]
-      elif name == F.MOVIE_GENRES:
-        value = self._genres[rows]
-      elif name == F.MOVIE_RELEASE_YEAR:
-        value = self._years[rows]
-      else:
-        value = np.repeat(user[name].numpy(), n)
-      inputs[name] = tf.constant(value.tolist() if value.dtype == object else value,
-                                 dtype=spec.dtype)
-    return self._rank(**inputs)[ranking_trainer.PREDICTIONS].numpy().reshape(-1)
+    rows = tf.constant([self.retriever.position[m] for m in movie_ids], tf.int64)
+    query = self.retriever.query_inputs(user_id, features, timestamp, history=[])
+    user = {name: query[name] for name in self._score_rows.input_signature[1]}
+    return self._score_rows(rows, user).numpy().reshape(-1)
 
   def similar(self, movie_id: str, k: int = 10) -> Dict:
     """Nearest movies to `movie_id` by candidate embedding, itself excluded."""
@@ -107,7 +114,8 @@ class Recommender:
       raise UnknownMovieError(f"movie {movie_id!r} is not in the catalogue of bundle "
                               f"{self.version}")
     found = self.retriever.search(self.retriever.index.embeddings[position], k, skip=[movie_id])
-    return {"movie_id": movie_id, "title": self._titles[position], "version": self.version,
+    title = self.retriever.index.candidates[position]["title"]
+    return {"movie_id": movie_id, "title": title, "version": self.version,
             "items": [{"movie_id": r.movie_id, "title": r.title, "genres": r.genres,
                        "score": r.score} for r in found]}
 

@@ -49,7 +49,8 @@ class Retriever:
       self.manifest = json.load(f)
     self.version = self.manifest["version"]
     query_dir = os.path.join(path, bundle_layout.QUERY_MODEL_DIR)
-    self._query = tf.saved_model.load(query_dir).signatures["serving_default"]
+    self._query_model = tf.saved_model.load(query_dir)  # keeps its variables alive
+    self._query = self._query_model.signatures["serving_default"]
     self._input_specs = self._query.structured_input_signature[1]
     with open(os.path.join(query_dir, retrieval_export.INFO_FILE)) as f:
       info = json.load(f)

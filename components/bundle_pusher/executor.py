@@ -10,11 +10,11 @@ import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+from tfx.utils import path_utils
 from tfx.utils import io_utils
 
 from components import blessing as blessing_lib
 from components import examples_io
-from components.retrieval_evaluator.executor import serving_dir as model_serving_dir
 from modules import features as F
 from modules import retrieval_export
 from serving import bundle_layout
@@ -79,7 +79,7 @@ def write_file(path: str, content, binary: bool = False) -> None:
 
 def copy_ranking_model(ranking: types.Artifact, bundle_dir: str) -> None:
   from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
-  source = model_serving_dir(ranking)
+  source = path_utils.serving_model_dir(ranking.uri)
   copytree(source, os.path.join(bundle_dir, bundle_layout.RANKING_MODEL_DIR))
   core_dir = os.path.join(source, ranking_trainer.CORE_DIR)
   write_file(os.path.join(bundle_dir, bundle_layout.RANKING_TFLITE_FILE),
@@ -126,7 +126,7 @@ def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
   if tf.io.gfile.exists(work):
     tf.io.gfile.rmtree(work)
   try:
-    copytree(os.path.join(model_serving_dir(model), retrieval_export.QUERY_DIR),
+    copytree(os.path.join(path_utils.serving_model_dir(model.uri), retrieval_export.QUERY_DIR),
              os.path.join(work, bundle_layout.QUERY_MODEL_DIR))
     copytree(index.uri, os.path.join(work, bundle_layout.INDEX_DIR))
     if ranking is not None:

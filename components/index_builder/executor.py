@@ -9,12 +9,12 @@ import tensorflow_transform as tft
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+from tfx.utils import path_utils
 
 from components import blessing as blessing_lib
 from components import examples_io
 from components.index_builder import scann_index
 from components.retrieval_evaluator import eval_set as eval_set_lib
-from components.retrieval_evaluator.executor import serving_dir
 from modules import features as F
 from modules import retrieval_export
 
@@ -56,7 +56,7 @@ class Executor(base_executor.BaseExecutor):
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
-    pair = retrieval_export.RetrievalModelPair(serving_dir(model))
+    pair = retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(model.uri))
     data = eval_set_lib.from_artifacts(
         artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]),
         artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]))

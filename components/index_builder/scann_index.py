@@ -30,6 +30,13 @@ CANDIDATES_FILE = "candidates.jsonl"
 INFO_FILE = "index.json"
 EXACT, SCANN = "exact", "tree_ah"
 
+# Measured with bench/index_scale.py at 1.68M candidates (ml-100k embeddings + scaled
+# copies): searching 30% of √N leaves and re-scoring 1,000 gives recall@10 0.978 against
+# exact search at 71x brute force's speed; 20% / 500 gives 0.943 at 101x.
+DEFAULT_EXACT_BELOW = 20_000
+DEFAULT_SEARCH_FRACTION = 0.3
+DEFAULT_REORDER = 1000
+
 
 @dataclasses.dataclass(frozen=True)
 class IndexConfig:
@@ -42,8 +49,9 @@ class IndexConfig:
   training_sample_size: int = 0
 
   @classmethod
-  def for_size(cls, n: int, exact_below: int = 20_000, search_fraction: float = 0.1,
-               reorder: int = 250, num_neighbors: int = 100) -> "IndexConfig":
+  def for_size(cls, n: int, exact_below: int = DEFAULT_EXACT_BELOW,
+               search_fraction: float = DEFAULT_SEARCH_FRACTION,
+               reorder: int = DEFAULT_REORDER, num_neighbors: int = 100) -> "IndexConfig":
     """Brute force for small catalogues (it is exact and already fast); above, a tree
     with ≈√n leaves searching `search_fraction` of them, AH scoring and reordering."""
     if n < exact_below:
@@ -68,9 +76,9 @@ def build(embeddings: np.ndarray, config: IndexConfig):
           .reorder(config.reorder).build())
 
 
-def exact_top_k(queries: np.ndarray, embeddings: np.ndarray, k: int,
-                chunk: int = 256) -> np.ndarray:
+def exact_top_k(queries: np.ndarray, embeddings: np.ndarray, k: int) -> np.ndarray:
   """Brute-force top-k indices (numpy), the reference for recall."""
+  chunk = max(1, min(256, int(5e7 // max(len(embeddings), 1))))  # ≤ 200 MB of scores
   out = []
   for start in range(0, len(queries), chunk):
     scores = queries[start:start + chunk] @ embeddings.T

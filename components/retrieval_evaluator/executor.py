@@ -8,6 +8,7 @@ from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+from tfx.utils import path_utils
 from tfx.utils import io_utils
 
 from components import blessing as blessing_lib
@@ -24,11 +25,6 @@ BLESSING_KEY = "blessing"
 THRESHOLDS_KEY = "thresholds"
 MAX_REGRESSION_KEY = "max_regression"
 METRICS_FILE = "metrics.json"
-
-
-def serving_dir(model: types.Artifact) -> str:
-  """Where a Trainer's Model artifact keeps its SavedModels (TFX's Format-Serving)."""
-  return os.path.join(model.uri, "Format-Serving")
 
 
 class Executor(base_executor.BaseExecutor):
@@ -50,11 +46,11 @@ class Executor(base_executor.BaseExecutor):
         artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]),
         artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]))
     metrics = evaluate.evaluate_model(
-        retrieval_export.RetrievalModelPair(serving_dir(model)), data)
+        retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(model.uri)), data)
     baseline_metrics = None
     if baseline is not None:
       baseline_metrics = evaluate.evaluate_model(
-          retrieval_export.RetrievalModelPair(serving_dir(baseline)), data)
+          retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(baseline.uri)), data)
     decision = blessing_lib.decide(metrics, thresholds, baseline_metrics, max_regression)
     logging.info("RetrievalEvaluator: %s; %s", "BLESSED" if decision.blessed else
                  "NOT BLESSED", "; ".join(decision.reasons))
