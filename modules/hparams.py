@@ -71,8 +71,9 @@ def make_optimizer(name: str, learning_rate: float):
 @dataclasses.dataclass(frozen=True)
 class RankingHParams(_FromDict):
   """The rating-prediction (ranking) model: DCN-v2 cross layers beside a deep network,
-  plus user and movie biases. Defaults chosen on ml-100k (random 80/20, seed 42): eval
-  RMSE 0.9045 after 9 epochs; it rises again after that."""
+  plus user and movie biases. Defaults chosen on ml-100k (random 80/20, seed 42): one
+  network reaches eval RMSE 0.9045 after 9 epochs (it rises after); the mean of three
+  0.898."""
   id_embedding_dim: int = 32
   feature_embedding_dim: int = 8
   cross_layers: int = 2
@@ -80,6 +81,7 @@ class RankingHParams(_FromDict):
   deep_layers: Tuple[int, ...] = (256, 128)
   dropout: float = 0.3
   l2: float = 5e-4  # on embeddings and kernels (Keras: the whole table, every step)
+  ensemble_size: int = 3  # networks trained apart (seeds differ), predictions averaged
   epochs: int = 9
   batch_size: int = 1024
   optimizer: str = "adam"

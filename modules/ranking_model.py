@@ -109,6 +109,18 @@ class RankingCore(tf.keras.Model):
     return self.global_mean + bias + self.out(x)
 
 
+class RankingEnsemble(tf.keras.Model):
+  """Mean prediction of several RankingCores, each trained on its own (different seeds)."""
+
+  def __init__(self, members, **kwargs):
+    super().__init__(**kwargs)
+    self.members = list(members)
+    self.names = self.members[0].names
+
+  def call(self, inputs, training=False):
+    return tf.add_n([m(inputs, training=training) for m in self.members]) / len(self.members)
+
+
 class RankingModel(tf.keras.Model):
   """Transform's output → rating: `core_inputs` then RankingCore (trained end to end)."""
 
@@ -125,7 +137,18 @@ def build(sizes: Mapping[str, int], available: Sequence[str], hparams: RankingHP
           global_mean: float) -> RankingModel:
   tf.keras.utils.set_random_seed(hparams.seed)
   core = RankingCore(sizes, core_input_names(available), hparams, global_mean, name="core")
-  model = RankingModel(core, sizes[GENRES])
+  return compile_model(RankingModel(core, sizes[GENRES]), hparams)
+
+
+def ensemble(models: Sequence["RankingModel"], hparams: RankingHParams) -> "RankingModel":
+  """One RankingModel averaging the cores of independently trained ones."""
+  if len(models) == 1:
+    return models[0]
+  return compile_model(RankingModel(RankingEnsemble([m.core for m in models], name="core"),
+                                    models[0].num_genres), hparams)
+
+
+def compile_model(model: "RankingModel", hparams: RankingHParams) -> "RankingModel":
   model.compile(optimizer=make_optimizer(hparams.optimizer, hparams.learning_rate),
                 loss=tf.keras.losses.MeanSquaredError(),
                 metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])

@@ -12,6 +12,7 @@ and `assets.extra/ranking_core/`: the dense-input RankingCore alone, which the P
 converts to TensorFlow Lite (ranking_core.json names its inputs).
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -37,22 +38,29 @@ def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=
   spec = tft_output.transformed_feature_spec()
   sizes = transformed_data.categorical_sizes(tft_output)
   labels = transformed_data.columns(train_files, spec, [F.LABEL])[F.LABEL]
-  model = ranking_model.build(sizes, list(spec), hparams, float(labels.mean()))
   train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
                                       seed=hparams.seed, label_key=F.LABEL)
   eval_ds = transformed_data.dataset(eval_files, spec, 4096, label_key=F.LABEL)
-  callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir)] if log_dir else []
   started = time.monotonic()
-  history = model.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
-                      callbacks=callbacks, verbose=0)
+  members, histories = [], []
+  for i in range(hparams.ensemble_size):  # independent members, different seeds
+    member_hparams = dataclasses.replace(hparams, seed=hparams.seed + i)
+    member = ranking_model.build(sizes, list(spec), member_hparams, float(labels.mean()))
+    callbacks = ([tf.keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, f"member_{i}"))]
+                 if log_dir else [])
+    histories.append(member.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
+                                callbacks=callbacks, verbose=0).history)
+    members.append(member)
+  model = ranking_model.ensemble(members, hparams)
+  eval_rmse = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["rmse"])
   seconds = time.monotonic() - started
   summary = {
       "train_examples": int(len(labels)), "epochs": hparams.epochs,
       "train_seconds": round(seconds, 2),
-      "examples_per_second": round(len(labels) * hparams.epochs / seconds, 1),
-      "train_rmse": float(history.history["rmse"][-1]),
-      "eval_rmse": float(history.history["val_rmse"][-1]),
-      "eval_rmse_by_epoch": [float(v) for v in history.history["val_rmse"]],
+      "examples_per_second": round(len(labels) * hparams.epochs * hparams.ensemble_size / seconds, 1),
+      "train_rmse": float(histories[-1]["rmse"][-1]),
+      "eval_rmse": eval_rmse,  # of the whole ensemble
+      "member_eval_rmse_by_epoch": [[float(v) for v in h["val_rmse"]] for h in histories],
       "hparams": hparams.to_dict(),
   }
   return model, summary

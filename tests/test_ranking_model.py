@@ -56,11 +56,16 @@ def test_ranking_model_learns_the_crossing_on_tiny_data():
   assert preds[0] > 4 and preds[1] < 2  # user 0 likes movie 2, not movie 3
 
 
-def test_tflite_scores_like_the_savedmodel(tmp_path):
+@pytest.mark.parametrize("members", [1, 2])
+def test_tflite_scores_like_the_savedmodel(tmp_path, members):
   users, movies, ratings = tiny_ratings(1)
-  model = rkm.build(SIZES, AVAILABLE, RankingHParams(), float(ratings.mean()))
   ds = tf.data.Dataset.from_tensor_slices((transformed(users, movies), ratings)).batch(64)
-  model.fit(ds, epochs=3, verbose=0)
+  trained = []
+  for seed in range(members):
+    member = rkm.build(SIZES, AVAILABLE, RankingHParams(seed=seed), float(ratings.mean()))
+    member.fit(ds, epochs=3, verbose=0)
+    trained.append(member)
+  model = rkm.ensemble(trained, RankingHParams())
   core_dir = str(tmp_path / "core")
   ranking_trainer.export_core(model.core, core_dir, N_GENRES)
 
