@@ -13,6 +13,8 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
 
+from modules import features as F  # pylint: disable=g-import-not-at-top
+
 
 def split_files(examples, split: str) -> List[str]:
   """The gzipped TFRecord files of one split of an Examples artifact."""
@@ -48,7 +50,6 @@ def scalar_columns(serialized: Sequence[bytes], names: Dict[str, tf.dtypes.DType
 
 def movie_records(serialized: Sequence[bytes]) -> List[Dict]:
   """Catalogue Examples as dicts: movie_id, title, genres (list), year (int or None)."""
-  from modules import features as F  # pylint: disable=g-import-not-at-top
   records = []
   for raw in serialized:
     feature = tf.train.Example.FromString(raw).features.feature

@@ -85,15 +85,15 @@ class Recommender:
     seen = set(self.retriever.rated(user_id)) | set(rated or ())
     try:
       # History: the request's rated movies if given, else the user's stored ones.
-      query = self.retriever.embed(user_id, features, timestamp,
-                                   history=None if rated is None else list(rated))
+      inputs = self.retriever.query_inputs(user_id, features, timestamp,
+                                           history=None if rated is None else list(rated))
     except UnknownUserError:
       return self._popular(user_id, k, seen)
-    found = self.retriever.search(query, candidates, skip=seen)
+    found = self.retriever.search(self.retriever.embed_inputs(inputs), candidates, skip=seen)
     items = [{"movie_id": r.movie_id, "title": r.title, "genres": r.genres,
               "retrieval_score": r.score} for r in found]
     if self._rank is not None and items:
-      ratings = self.score(user_id, [i["movie_id"] for i in items], features, timestamp)
+      ratings = self._score([i["movie_id"] for i in items], inputs)
       for item, rating in zip(items, ratings):
         item["ranking_score"] = float(rating)
       items.sort(key=lambda i: -i["ranking_score"])
@@ -102,9 +102,12 @@ class Recommender:
   def score(self, user_id: str, movie_ids: Sequence[str], features: Optional[Dict] = None,
             timestamp: Optional[int] = None) -> np.ndarray:
     """Predicted ratings of `movie_ids` for the user (the ranking model alone)."""
+    return self._score(movie_ids, self.retriever.query_inputs(user_id, features, timestamp,
+                                                              history=[]))
+
+  def _score(self, movie_ids: Sequence[str], query_inputs: Dict) -> np.ndarray:
     rows = tf.constant([self.retriever.position[m] for m in movie_ids], tf.int64)
-    query = self.retriever.query_inputs(user_id, features, timestamp, history=[])
-    user = {name: query[name] for name in self._score_rows.input_signature[1]}
+    user = {name: query_inputs[name] for name in self._score_rows.input_signature[1]}
     return self._score_rows(rows, user).numpy().reshape(-1)
 
   def similar(self, movie_id: str, k: int = 10) -> Dict:

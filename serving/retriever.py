@@ -88,8 +88,11 @@ class Retriever:
   def embed(self, user_id: str, features: Optional[Dict] = None,
             timestamp: Optional[int] = None,
             history: Optional[Sequence[str]] = None) -> np.ndarray:
-    return self._query(**self.query_inputs(user_id, features, timestamp, history))[
-        retrieval_export.EMBEDDING].numpy()[0]
+    return self.embed_inputs(self.query_inputs(user_id, features, timestamp, history))
+
+  def embed_inputs(self, inputs: Dict[str, tf.Tensor]) -> np.ndarray:
+    """The query embedding of inputs made by `query_inputs`."""
+    return self._query(**inputs)[retrieval_export.EMBEDDING].numpy()[0]
 
   def rated(self, user_id: str) -> List[str]:
     return list(self.users.get(user_id, {}).get("rated", []))

@@ -21,7 +21,8 @@ def synthetic_dir(tmp_path_factory, synthetic_data):
 
 # Small, quick models for pipeline runs on the synthetic data. Synthetic ratings carry
 # noise of about one star, so the ranking bound is looser than the real-data default.
-FAST_PIPELINE = dict(retrieval_hparams={"epochs": 4}, ranking_hparams={"epochs": 4, "ensemble_size": 1},
+FAST_PIPELINE = dict(retrieval_hparams={"epochs": 4},
+                     ranking_hparams={"epochs": 4, "ensemble_size": 1},
                      ranking_rmse_bound=1.5)
 
 
