@@ -19,6 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from bench import pipeline_run  # pylint: disable=g-import-not-at-top
+
 from components.index_builder import scann_index  # pylint: disable=g-import-not-at-top
 
 
@@ -33,8 +35,7 @@ def rss_mb() -> float:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--serving-dir", default=os.path.join(
-      "outputs", "bench", "serving", "movielens-recommender"))
+  parser.add_argument("--serving-dir", default=pipeline_run.DEFAULT_SERVING_DIR)
   parser.add_argument("--copies", type=int, default=1000)
   parser.add_argument("--queries", type=int, default=1000)
   parser.add_argument("--search-fraction", type=float,

@@ -11,6 +11,9 @@ from pipeline import cli  # pylint: disable=g-import-not-at-top
 from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
 
 DEFAULT_OUTPUT_DIR = os.path.join("outputs", "bench")
+# Where the benchmark run pushes its bundles (config_lib.PipelineConfig.serving_dir).
+DEFAULT_SERVING_DIR = os.path.join(DEFAULT_OUTPUT_DIR, "serving",
+                                   config_lib.DEFAULT_PIPELINE_NAME)
 
 
 def run(data_dir=None, output_dir=DEFAULT_OUTPUT_DIR, retrieval=None, ranking=None):

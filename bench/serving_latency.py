@@ -23,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from bench import pipeline_run  # pylint: disable=g-import-not-at-top
+
 
 def free_port() -> int:
   with socket.socket() as s:
@@ -33,8 +35,7 @@ def free_port() -> int:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--serving-dir", default=os.path.join(
-      "outputs", "bench", "serving", "movielens-recommender"))
+  parser.add_argument("--serving-dir", default=pipeline_run.DEFAULT_SERVING_DIR)
   parser.add_argument("--calls", type=int, default=1000)
   parser.add_argument("--seconds", type=float, default=60)
   parser.add_argument("--connections", type=int, default=8)
