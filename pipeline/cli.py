@@ -137,7 +137,8 @@ def cmd_run(args) -> int:
          if args.retrieval_threshold else {}),
       index_min_recall=args.index_min_recall,
       ranking_hparams=_key_values(args.ranking, "--ranking"),
-      ranking_rmse_bound=args.ranking_rmse_bound)
+      ranking_rmse_bound=args.ranking_rmse_bound,
+      span_pattern=args.span_pattern, rolling_spans=args.rolling_spans)
   print(f"Pipeline {cfg.pipeline_name}: {cfg.layout} data in {data_dir}; "
         f"Beam {cfg.beam_mode}; cache {'on' if cfg.enable_cache else 'off'}")
   from pipeline import progress  # pylint: disable=g-import-not-at-top
@@ -241,6 +242,7 @@ def cmd_compile(args) -> int:
       data_dir=args.data_dir, output_dir=args.output_dir, pipeline_name=args.pipeline_name,
       layout=args.layout, user_demographics=args.demographics,
       extra_beam_args=tuple(args.beam_arg or ()),
+      span_pattern=args.span_pattern, rolling_spans=args.rolling_spans,
       retrieval_hparams=_key_values(args.retrieval, "--retrieval"),
       ranking_hparams=_key_values(args.ranking, "--ranking"))
   with _quiet_imports(args):
@@ -433,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ranking hyperparameter (modules/hparams.py), e.g. epochs=8; repeatable")
   run.add_argument("--ranking-rmse-bound", type=float, default=1.0,
                    help="bless the ranking model only if its eval RMSE is below this")
+  run.add_argument("--span-pattern", help="data in spans: sub-directories like "
+                   "'span-{SPAN}' of --data-dir; the newest is ingested")
+  run.add_argument("--rolling-spans", type=int, default=1,
+                   help="train on the newest N spans (from MLMD)")
   run.set_defaults(func=cmd_run)
 
   def serving_args(p):
@@ -474,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
   comp.add_argument("--demographics", action=argparse.BooleanOptionalAction, default=None,
                     help="the data has user demographics (default: read from the files)")
   comp.add_argument("--beam-arg", action="append", help="e.g. --beam-arg=--runner=DataflowRunner")
+  comp.add_argument("--span-pattern", help="e.g. 'span-{SPAN}' (see `run --help`)")
+  comp.add_argument("--rolling-spans", type=int, default=1)
   comp.add_argument("--retrieval", action="append", metavar="NAME=VALUE")
   comp.add_argument("--ranking", action="append", metavar="NAME=VALUE")
   comp.set_defaults(func=cmd_compile)

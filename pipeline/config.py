@@ -70,6 +70,11 @@ class PipelineConfig:
   # Whether the ratings carry user demographics; None reads it from the data files. Set it
   # when compiling for a cluster against data this machine cannot read (gs://...).
   user_demographics: Optional[bool] = None
+  # Data arriving in spans: sub-directories of data_dir matching this pattern (e.g.
+  # "span-{SPAN}"), each a GroupLens layout; ExampleGen reads the newest, Transform and the
+  # Trainers train on the newest `rolling_spans` spans' Examples (resolved from MLMD).
+  span_pattern: Optional[str] = None
+  rolling_spans: int = 1
   # Where component executors read the curated schemas; None: this installation's
   # schemas/ package. The Kubeflow image has them at kubeflow.runner.IMAGE_SCHEMA_DIR.
   schema_dir: Optional[str] = None
@@ -77,12 +82,14 @@ class PipelineConfig:
   def __post_init__(self):
     RetrievalHParams.from_dict(self.retrieval_hparams)  # unknown keys fail here, not in the Trainer
     RankingHParams.from_dict(self.ranking_hparams)
+    if self.rolling_spans < 1:
+      raise ValueError(f"rolling_spans must be at least 1, not {self.rolling_spans}")
     if "://" not in self.output_dir:  # executors may run elsewhere than the caller's cwd
       self.output_dir = os.path.abspath(self.output_dir)
     if self.beam_mode not in BEAM_MODES:
       raise ValueError(f"beam_mode {self.beam_mode!r} is not one of {BEAM_MODES}.")
     if self.layout is None:
-      self.layout = layouts.detect_layout(self.data_dir).name
+      self.layout = layouts.detect_layout(self.layout_dir).name
     elif self.layout not in layouts.LAYOUTS:
       raise ValueError(f"layout {self.layout!r} is not one of {sorted(layouts.LAYOUTS)}.")
 
@@ -106,7 +113,25 @@ class PipelineConfig:
   def has_demographics(self) -> bool:
     if self.user_demographics is not None:
       return self.user_demographics
-    return layouts.LAYOUTS[self.layout].has_demographics(self.data_dir)
+    return layouts.LAYOUTS[self.layout].has_demographics(self.layout_dir)
+
+  @property
+  def layout_dir(self) -> str:
+    """The directory whose files show the layout: data_dir, or its newest span."""
+    if not self.span_pattern:
+      return self.data_dir
+    import glob  # pylint: disable=g-import-not-at-top
+    import re  # pylint: disable=g-import-not-at-top
+    number = re.compile("^" + re.escape(self.span_pattern).replace(r"\{SPAN\}", r"(\d+)") + "$")
+    spans = []
+    for path in glob.glob(os.path.join(self.data_dir, self.span_pattern.replace("{SPAN}", "*"))):
+      match = number.match(os.path.basename(path))
+      if match:
+        spans.append((int(match.group(1)), path))
+    if not spans:
+      raise layouts.MovieLensDataError(
+          f"no span directory matching {self.span_pattern!r} in {self.data_dir}")
+    return max(spans)[1]
 
   def beam_pipeline_args(self) -> List[str]:
     """Beam options for every Beam-based component."""

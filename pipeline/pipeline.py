@@ -5,6 +5,7 @@
                        └─ candidates ─ CandidateStatisticsGen ─ Candidate─┘        │
                                           CandidateSchemaGen ─ ExampleValidator     │
   Transform(examples, schema)  ◀───────────────────── runs only after the gate ─────┘
+      (examples: this run's span, or RollingSpanWindow's newest N spans from MLMD)
       │
       ├─ RetrievalTrainer ─┬─ RetrievalEvaluator (eval split × whole catalogue; vs the last
       │                    │      blessed model from LatestBlessedRetrievalModelResolver)
@@ -79,7 +80,8 @@ def create_pipeline(
       train_fraction=config.train_fraction,
       split_seed=config.split_seed,
       temporal_cutoff=config.temporal_cutoff,
-      skip_bad_rows=config.skip_bad_rows)
+      skip_bad_rows=config.skip_bad_rows,
+      span_pattern=config.span_pattern)
 
   # Ratings: statistics, the curated schema, validation.
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -108,8 +110,22 @@ def create_pipeline(
   # User code is referenced by import path (so Kubeflow compiles offline); its source
   # digest goes into custom_config so that editing it invalidates the cache.
   user_code = {"modules_sha256": fingerprint.package_sha256(modules)}
+  # Training data: the newest span, or a rolling window of the newest spans from MLMD.
+  nodes_for_spans = []
+  training_examples = example_gen.outputs["examples"]
+  if config.rolling_spans > 1:
+    window = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+        config={"range_config": tfx.proto.RangeConfig(
+            rolling_range=tfx.proto.RollingRange(num_spans=config.rolling_spans))},
+        examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                 producer_component_id=example_gen.id, output_key="examples"),
+    ).with_id("RollingSpanWindow")
+    window.add_upstream_node(validation_gate)  # after this run's span is written and checked
+    training_examples = window.outputs["examples"]
+    nodes_for_spans.append(window)
   transform = tfx.components.Transform(
-      examples=example_gen.outputs["examples"],
+      examples=training_examples,
       schema=schema_gen.outputs["schema"],
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=user_code,
@@ -185,7 +201,8 @@ def create_pipeline(
   components = [
       example_gen, statistics_gen, schema_gen, example_validator,
       candidate_statistics_gen, candidate_schema_gen, candidate_validator,
-      validation_gate, transform, retrieval_trainer_, latest_blessed_retrieval,
+      validation_gate, *nodes_for_spans, transform, retrieval_trainer_,
+      latest_blessed_retrieval,
       retrieval_evaluator, index_builder, ranking_trainer_, latest_blessed_ranking,
       ranking_evaluator, pusher,
   ]
