@@ -76,12 +76,8 @@ def _print_summary(result, config, seconds: float) -> None:
 
 
 def _props(artifact):
-  """Custom properties of an MLMD artifact as plain Python values."""
-  out = {}
-  for name, value in artifact.custom_properties.items():
-    kind = value.WhichOneof("value")
-    out[name] = getattr(value, kind) if kind else None
-  return out
+  from pipeline import run_summary  # pylint: disable=g-import-not-at-top
+  return run_summary.artifact_properties(artifact)
 
 
 def _verdict(blessing) -> str:

@@ -13,9 +13,6 @@ from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import run_summary
 
-_EVENT_NAMES = {v: k for k, v in metadata_store_pb2.Event.Type.items()}
-
-
 class InspectError(LookupError):
   """A bad id, an unknown run, or an empty store; the message says which."""
 
@@ -39,17 +36,6 @@ def connect(metadata_path: Optional[str] = None, connection_config_file: Optiona
 def _iso(ms: int) -> str:
   return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
       "%Y-%m-%d %H:%M:%S")
-
-
-def _value(v):
-  kind = v.WhichOneof("value")
-  return getattr(v, kind) if kind else None
-
-
-def _properties(artifact) -> Dict:
-  out = {k: _value(v) for k, v in artifact.properties.items()}
-  out.update({k: _value(v) for k, v in artifact.custom_properties.items()})
-  return out
 
 
 def _run_status(run: run_summary.PipelineRun) -> str:
@@ -99,10 +85,7 @@ def find_run(store, pipeline_name: str, run_id: Optional[str]) -> run_summary.Pi
 def _producers(store) -> Dict[int, str]:
   """artifact id -> the node id of the execution that output it."""
   producer = {}
-  node_of = {}
-  for context in store.get_contexts_by_type("node"):
-    for execution in store.get_executions_by_context(context.id):
-      node_of[execution.id] = context.name.split(".", 1)[-1]
+  node_of = run_summary.execution_nodes(store)
   for event in store.get_events_by_execution_ids(list(node_of)):
     if event.type == metadata_store_pb2.Event.OUTPUT:
       producer.setdefault(event.artifact_id, node_of[event.execution_id])
@@ -126,7 +109,7 @@ def artifacts(store, pipeline_name: str, run_id: Optional[str] = None,
   for a in sorted(found, key=lambda a: a.id):
     entry = {"id": a.id, "type": types[a.type_id], "producer": producers.get(a.id),
              "uri": a.uri, "created": _iso(a.create_time_since_epoch),
-             "properties": _properties(a)}
+             "properties": run_summary.artifact_properties(a)}
     if type_name and entry["type"] != type_name:
       continue
     if component and entry["producer"] != component:
@@ -143,10 +126,7 @@ def lineage(store, artifact_id: int) -> Dict:
   artifact = found[0]
   types = {t.id: t.name for t in store.get_artifact_types()}
   events = store.get_events_by_artifact_ids([artifact_id])
-  nodes = {}
-  for context in store.get_contexts_by_type("node"):
-    for execution in store.get_executions_by_context(context.id):
-      nodes[execution.id] = context.name.split(".", 1)[-1]
+  nodes = run_summary.execution_nodes(store)
 
   def describe_execution(execution_id: int, direction: int) -> Dict:
     execution = store.get_executions_by_id([execution_id])[0]
@@ -165,7 +145,7 @@ def lineage(store, artifact_id: int) -> Dict:
   consumers = [describe_execution(e.execution_id, metadata_store_pb2.Event.OUTPUT)
                for e in events if e.type == metadata_store_pb2.Event.INPUT]
   return {"artifact": {"id": artifact.id, "type": types[artifact.type_id], "uri": artifact.uri,
-                       "properties": _properties(artifact)},
+                       "properties": run_summary.artifact_properties(artifact)},
           "produced_by": producers, "consumed_by": consumers}
 
 
@@ -175,7 +155,7 @@ RETRIEVAL_METRICS = ("top_10_unseen", "top_100_unseen", "top_10", "top_100", "re
 
 def _output_props(run, node, key) -> Optional[Dict]:
   try:
-    return _properties(run.output(node, key))
+    return run_summary.artifact_properties(run.output(node, key))
   except KeyError:
     return None
 

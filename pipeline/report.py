@@ -10,6 +10,8 @@ import json
 import os
 from typing import Dict, List, Optional
 
+from ml_metadata.proto import metadata_store_pb2
+
 from pipeline import inspect_store
 from pipeline import run_summary
 
@@ -53,13 +55,10 @@ def _dag_edges(store, run: run_summary.PipelineRun) -> List[tuple]:
               for a in outs}
   context = store.get_context_by_type_and_name("pipeline_run", run.run_id)
   edges = set()
-  nodes = {}
-  for ctx in store.get_contexts_by_type("node"):
-    for execution in store.get_executions_by_context(ctx.id):
-      nodes[execution.id] = ctx.name.split(".", 1)[-1]
+  nodes = run_summary.execution_nodes(store)
   executions = store.get_executions_by_context(context.id)
   for event in store.get_events_by_execution_ids([e.id for e in executions]):
-    if event.type == 3 and event.artifact_id in produced:  # INPUT
+    if event.type == metadata_store_pb2.Event.INPUT and event.artifact_id in produced:
       consumer = nodes.get(event.execution_id)
       if consumer and produced[event.artifact_id] != consumer:
         edges.add((produced[event.artifact_id], consumer))
@@ -202,7 +201,7 @@ def _ranking_section(run) -> str:
   except KeyError:
     return "<p class=muted>no ranking evaluation in this run</p>"
   by_slice = ranking_eval_config.load_metrics(evaluation.uri)
-  blessing = inspect_store._properties(run.output("RankingEvaluator", "blessing"))  # pylint: disable=protected-access
+  blessing = run_summary.artifact_properties(run.output("RankingEvaluator", "blessing"))
   rows = [{"slice": name or "overall", "RMSE": m.get(ranking_eval_config.RMSE),
            "MAE": m.get(ranking_eval_config.MAE), "ratings": m.get("example_count")}
           for name, m in sorted(by_slice.items())]

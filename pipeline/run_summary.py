@@ -41,6 +41,28 @@ class PipelineRun:
     return self.component(node_id).outputs[key][0]
 
 
+def value_of(value: metadata_store_pb2.Value):
+  """A typed MLMD property value as a plain Python value."""
+  kind = value.WhichOneof("value")
+  return getattr(value, kind) if kind else None
+
+
+def artifact_properties(artifact: metadata_store_pb2.Artifact) -> Dict:
+  """An artifact's properties and custom properties as plain Python values."""
+  out = {k: value_of(v) for k, v in artifact.properties.items()}
+  out.update({k: value_of(v) for k, v in artifact.custom_properties.items()})
+  return out
+
+
+def execution_nodes(store: mlmd.MetadataStore) -> Dict[int, str]:
+  """execution id -> the pipeline node id that ran it, for every execution in the store."""
+  nodes = {}
+  for context in store.get_contexts_by_type("node"):
+    for execution in store.get_executions_by_context(context.id):
+      nodes[execution.id] = context.name.split(".", 1)[-1]
+  return nodes
+
+
 def _node_id(store: mlmd.MetadataStore, execution_id: int, pipeline_name: str) -> Optional[str]:
   for context in store.get_contexts_by_execution(execution_id):
     if context.type == "node" and context.name.startswith(pipeline_name + "."):

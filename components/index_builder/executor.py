@@ -59,7 +59,8 @@ class Executor(base_executor.BaseExecutor):
     pair = retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(model.uri))
     data = eval_set_lib.from_artifacts(
         artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]),
-        artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]))
+        artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]),
+        with_seen=False)  # only the catalogue and the eval users' queries are needed
     embeddings, ids = pair.embed_candidate_examples(data.catalogue_serialized)
     queries = held_out_queries(data, pair, int(exec_properties[MAX_QUERIES_KEY]),
                                int(exec_properties[SEED_KEY]))

@@ -72,7 +72,8 @@ def build(catalogue_serialized: Sequence[bytes], train_serialized: Sequence[byte
       dropped_eval_rows=int((~keep).sum()))
 
 
-def from_artifacts(examples, candidates) -> EvalSet:
-  return build(examples_io.read_serialized(candidates, F.CATALOG_SPLIT),
-               examples_io.read_serialized(examples, F.TRAIN_SPLIT),
+def from_artifacts(examples, candidates, with_seen: bool = True) -> EvalSet:
+  """with_seen=False skips reading the train split (then `seen` is empty for everyone)."""
+  train = examples_io.read_serialized(examples, F.TRAIN_SPLIT) if with_seen else []
+  return build(examples_io.read_serialized(candidates, F.CATALOG_SPLIT), train,
                examples_io.read_serialized(examples, F.EVAL_SPLIT))
