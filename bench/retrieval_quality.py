@@ -35,6 +35,37 @@ def table(rows):
   return "\n".join(lines)
 
 
+def ease_by_time(run, data, l2: float):
+  """Metrics of EASE given the query's time (bench/baselines.py), as the model is."""
+  from components import examples_io  # pylint: disable=g-import-not-at-top
+  from components.retrieval_evaluator import evaluate  # pylint: disable=g-import-not-at-top
+  from modules import features as F  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  keys = {F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64}
+  train = examples_io.scalar_columns(examples_io.read_serialized(
+      pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "examples"), F.TRAIN_SPLIT), keys)
+  user_index = {u: i for i, u in enumerate(data.user_ids)}
+  item_index = {m: i for i, m in enumerate(data.catalogue_ids)}
+  history = [([], []) for _ in data.user_ids]
+  for user, movie, ts in zip(train[F.USER_ID], train[F.MOVIE_ID], train[F.TIMESTAMP]):
+    if user in user_index and movie in item_index:
+      history[user_index[user]][0].append(item_index[movie])
+      history[user_index[user]][1].append(ts / F.SECONDS_PER_DAY)
+  history = [(np.array(i, int), np.array(d)) for i, d in history]
+  def days(serialized):
+    return examples_io.scalar_columns(serialized, {F.TIMESTAMP: tf.int64})[
+        F.TIMESTAMP] / F.SECONDS_PER_DAY
+  row_days = days(data.eval_serialized)
+  users = data.users_with_eval
+  user_days = np.zeros(len(data.user_ids))
+  user_days[users] = days([data.user_query_serialized[u] for u in users])
+  b = baselines.ease_weights(data, l2)
+  return evaluate.evaluate_scores(
+      data, lambda r: baselines.ease_by_time(b, history, data.eval_users[r], row_days[r]),
+      lambda u: baselines.ease_by_time(b, history, u, user_days[u]))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +99,7 @@ def main(argv=None) -> int:
                        (f"EASE (l2={args.ease_l2:g})", baselines.ease_scores(data, args.ease_l2))]:
     rows.append((name, evaluate.evaluate_scores(
         data, lambda r, s=scores: s[data.eval_users[r]], lambda u, s=scores: s[u])))
+  rows.append(("EASE by time", ease_by_time(run, data, args.ease_l2)))
   rows.append(("two-tower (pushed)", model_metrics))
 
   print(f"{config.data_dir}: {len(data.eval_items):,} eval ratings, "

@@ -47,6 +47,13 @@ TIMESTAMP_BUCKETS = 20  # quantile buckets of rating time
 # built by the retrieval Trainer from the training data (modules/user_history.py) and
 # given explicitly (as raw movie ids) to the exported query model at serving time.
 USER_HISTORY = "user_history"
+# When each of those movies was rated (unix seconds, aligned with USER_HISTORY): the query
+# tower pools the history again weighted by closeness in time to the query.
+USER_HISTORY_TIMESTAMPS = "user_history_timestamps"
+# Rating time as float days since the Unix epoch (no analyzer: serving converts history
+# timestamps with the same constant). Only the history time pooling reads it.
+TIMESTAMP_DAYS = "timestamp_days"
+SECONDS_PER_DAY = 86400.0
 
 # Vocabulary files written by Transform, by the feature they index.
 VOCABULARY_NAMES = {

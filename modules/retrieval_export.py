@@ -3,8 +3,10 @@
 The Trainer's Model artifact holds two SavedModels under its serving directory:
 
   query/      serving_default(user_id, [user_age, user_gender, user_occupation,
-                              user_zip_code,] timestamp, user_history)  -> {"embedding"}
-                              (1-D inputs; user_history [batch, n] movie ids, "" padded)
+                              user_zip_code,] timestamp, user_history,
+                              user_history_timestamps)  -> {"embedding"}
+                              (1-D inputs; user_history [batch, n] movie ids, "" padded;
+                              user_history_timestamps [batch, n] unix seconds, aligned)
               serve_tf_examples(examples: serialized tf.Example) -> {"embedding"}
   candidate/  serve_tf_examples(examples: serialized tf.Example of a movie)
                                                          -> {"embedding", "movie_id"}
@@ -23,13 +25,15 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from modules import features as F  # pylint: disable=g-import-not-at-top
-from modules.retrieval_model import HISTORY_FEATURE  # pylint: disable=g-import-not-at-top
+from modules.preprocessing import timestamp_days  # pylint: disable=g-import-not-at-top
+from modules.retrieval_model import HISTORY_DAYS_FEATURE, HISTORY_FEATURE  # pylint: disable=g-import-not-at-top
 
 QUERY_DIR = "query"
 CANDIDATE_DIR = "candidate"
 INFO_FILE = "retrieval_model.json"  # which raw features the query signature takes, dims
 EXAMPLES_SIGNATURE = "serve_tf_examples"
 EMBEDDING = "embedding"
+MOVIE_ID_OUTPUT = F.MOVIE_ID  # the candidate signature's second output
 
 
 class _TowerModule(tf.Module):
@@ -60,7 +64,8 @@ def export_query_model(tower, tft_output, raw_features: Sequence[str], path: str
 
   With a history table (modules/user_history.py), `serve_tf_examples` looks each user's
   training history up in it (the evaluation view), and `serving_default` takes
-  `user_history`: [batch, n] raw movie ids, padded with "" (the serving view).
+  `user_history`: [batch, n] raw movie ids, padded with "", and `user_history_timestamps`
+  when each was rated (the serving view; pass the query's timestamp when unknown).
   """
   spec = _raw_spec(tft_output, raw_features)
   module = _TowerModule(tower, tft_output.transform_features_layer(), history,
@@ -73,23 +78,30 @@ def export_query_model(tower, tft_output, raw_features: Sequence[str], path: str
   @tf.function
   def serve_features(**features):
     history_ids = features.pop(F.USER_HISTORY, None)
+    history_times = features.pop(F.USER_HISTORY_TIMESTAMPS, None)
     transformed = module.tft_layer(
         {name: tf.reshape(value, [-1, 1]) for name, value in features.items()})
     if history_ids is not None:
-      ids = tf.RaggedTensor.from_tensor(module.movie_ids.lookup(history_ids))
-      transformed[HISTORY_FEATURE] = tf.ragged.boolean_mask(ids, ids >= 0)
+      ids = module.movie_ids.lookup(history_ids)
+      known = ids >= 0  # drops "" padding and movies the model has never seen
+      transformed[HISTORY_FEATURE] = tf.ragged.boolean_mask(ids, known)
+      transformed[HISTORY_DAYS_FEATURE] = tf.ragged.boolean_mask(
+          timestamp_days(history_times), known)
     return embed(transformed)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
   def serve_examples(examples):
     transformed = module.tft_layer(tf.io.parse_example(examples, spec))
     if module.history is not None:
-      transformed[HISTORY_FEATURE] = module.history.lookup(transformed[user_id])
+      transformed[HISTORY_FEATURE], transformed[HISTORY_DAYS_FEATURE] = module.history.lookup(
+          transformed[user_id])
     return embed(transformed)
 
   inputs = {name: tf.TensorSpec([None], s.dtype, name=name) for name, s in spec.items()}
   if history is not None:
     inputs[F.USER_HISTORY] = tf.TensorSpec([None, None], tf.string, name=F.USER_HISTORY)
+    inputs[F.USER_HISTORY_TIMESTAMPS] = tf.TensorSpec(
+        [None, None], tf.int64, name=F.USER_HISTORY_TIMESTAMPS)
   default = serve_features.get_concrete_function(**inputs)
   tf.saved_model.save(module, path, signatures={
       "serving_default": default, EXAMPLES_SIGNATURE: serve_examples})
@@ -107,7 +119,7 @@ def export_candidate_model(tower, tft_output, path: str) -> None:
   def serve_examples(examples):
     raw = tf.io.parse_example(examples, spec)
     return {EMBEDDING: module.tower(module.tft_layer(raw)),
-            F.MOVIE_ID: tf.reshape(raw[F.MOVIE_ID], [-1])}
+            MOVIE_ID_OUTPUT: tf.reshape(raw[F.MOVIE_ID], [-1])}
 
   tf.saved_model.save(module, path, signatures={
       "serving_default": serve_examples, EXAMPLES_SIGNATURE: serve_examples})
@@ -134,7 +146,7 @@ class RetrievalModelPair:
     for start in range(0, len(serialized), batch_size):
       out = fn(examples=tf.constant(serialized[start:start + batch_size]))
       embeddings.append(out[EMBEDDING].numpy())
-      ids.extend(v.decode() for v in out[F.MOVIE_ID].numpy())
+      ids.extend(v.decode() for v in out[MOVIE_ID_OUTPUT].numpy())
     return np.concatenate(embeddings).astype(np.float32), np.array(ids, dtype=object)
 
   def embed_queries(self, features: Dict[str, Sequence]) -> np.ndarray:

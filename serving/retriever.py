@@ -68,7 +68,8 @@ class Retriever:
                    timestamp: Optional[int] = None,
                    history: Optional[Sequence[str]] = None) -> Dict[str, tf.Tensor]:
     """Raw query-tower inputs: the user's stored features, overridden by `features`;
-    their rated movies (newest first), or `history` when given."""
+    their rated movies (newest first) and when they rated them, or `history` when given
+    (rated at an unknown time: the query's, so the time pools weigh them all alike)."""
     known = self.users.get(user_id)
     values = dict(known["features"]) if known else {}
     values.update(features or {})
@@ -77,7 +78,14 @@ class Retriever:
                               self.manifest["default_timestamp"])
     if history is None:
       history = (known or {}).get("rated", [])
-    values[F.USER_HISTORY] = list(history)[:self.history_max]
+      rated_at = (known or {}).get("rated_at", [])
+    else:
+      rated_at = []
+    history = list(history)[:self.history_max]
+    values[F.USER_HISTORY] = history
+    rated_at = list(rated_at)[:len(history)]
+    values[F.USER_HISTORY_TIMESTAMPS] = rated_at + [values[F.TIMESTAMP]] * (
+        len(history) - len(rated_at))
     missing = [name for name in self.query_features if name not in values]
     if missing:
       raise UnknownUserError(f"user {user_id!r} is not known to bundle {self.version}; "

@@ -12,7 +12,7 @@ _xf = F.transformed_name
 N_USERS, N_MOVIES = 8, 12
 SIZES = {_xf(F.USER_ID): N_USERS, _xf(F.MOVIE_ID): N_MOVIES, _xf(F.MOVIE_GENRES): 4,
          _xf(F.MOVIE_TITLE_TOKENS): 10, _xf(F.TIMESTAMP_BUCKET): 3}
-AVAILABLE = list(SIZES) + [_xf(F.TIMESTAMP), _xf(F.MOVIE_RELEASE_YEAR)]
+AVAILABLE = list(SIZES) + [_xf(F.TIMESTAMP), _xf(F.MOVIE_RELEASE_YEAR), rm.QUERY_DAYS_FEATURE]
 
 
 def batch(users, movies):
@@ -21,6 +21,7 @@ def batch(users, movies):
   return {
       _xf(F.USER_ID): col(users), _xf(F.MOVIE_ID): col(movies),
       _xf(F.TIMESTAMP): col(np.zeros(n), tf.float32), _xf(F.TIMESTAMP_BUCKET): col(np.zeros(n)),
+      rm.QUERY_DAYS_FEATURE: col(np.zeros(n), tf.float32),
       _xf(F.MOVIE_RELEASE_YEAR): col(np.zeros(n), tf.float32),
       _xf(F.MOVIE_GENRES): tf.sparse.from_dense(col(np.array(movies) % 4)),
       _xf(F.MOVIE_TITLE_TOKENS): tf.sparse.from_dense(tf.constant(
@@ -58,17 +59,38 @@ def test_history_leaves_out_the_examples_own_movie():
                    history_for(users, movies, hp))
   features = batch(users, movies)
   own_only = {**features, rm.HISTORY_FEATURE: tf.ragged.constant([[3]], tf.int64),
+              rm.HISTORY_DAYS_FEATURE: tf.ragged.constant([[0.0]], tf.float32),
               rm.HISTORY_EXCLUDE: tf.constant([3], tf.int64)}
-  empty = {**features, rm.HISTORY_FEATURE: tf.ragged.constant([[]], tf.int64)}
+  empty = {**features, rm.HISTORY_FEATURE: tf.ragged.constant([[]], tf.int64),
+           rm.HISTORY_DAYS_FEATURE: tf.ragged.constant([[]], tf.float32)}
   np.testing.assert_allclose(model.query_tower(own_only), model.query_tower(empty), atol=1e-6)
 
 
 def test_history_table_keeps_the_newest_movies_and_empties_unknown_users():
-  values, splits = user_history.build_table(
+  values, times, splits = user_history.build_table(
       np.array([1, 1, 1, 0]), np.array([10, 11, 12, 5]), np.array([3, 1, 2, 9]),
       num_users=2, history_max=2)
-  table = user_history.HistoryTable(values, splits)
-  assert table.lookup(tf.constant([[1], [0], [7]])).to_list() == [[10, 12], [5], []]
+  table = user_history.HistoryTable(values, times, splits)
+  ids, days = table.lookup(tf.constant([[1], [0], [7]]))
+  assert ids.to_list() == [[10, 12], [5], []]
+  assert days.to_list() == [[3.0, 2.0], [9.0], []]
+
+
+def test_time_pool_weights_the_movie_rated_nearest_the_query():
+  hp = RetrievalHParams(output_dim=8, history_time_scales=(0.05,))
+  users, movies = np.array([0]), np.array([3])
+  model = rm.build(SIZES, AVAILABLE, hp, rm.movie_probabilities(movies, N_MOVIES),
+                   history_for(users, movies, hp))
+  tower = model.query_tower
+  features = {rm.HISTORY_FEATURE: tf.ragged.constant([[3, 7]], tf.int64),
+              rm.HISTORY_DAYS_FEATURE: tf.ragged.constant([[10.0, 90.0]], tf.float32)}
+  tower({**batch(users, movies), **features})  # create the weights
+  embedding = tower.history_embedding.embeddings.numpy()
+  for query_day, nearest in [(11.0, 3), (89.0, 7)]:
+    pools = tower._history({**features, rm.QUERY_DAYS_FEATURE: tf.constant([[query_day]])})
+    mean, by_time = np.split(pools.numpy()[0], 2)
+    np.testing.assert_allclose(mean, embedding[[3, 7]].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(by_time, embedding[nearest], atol=1e-6)
 
 
 def test_logq_correction_changes_the_loss():
@@ -95,8 +117,8 @@ def test_training_on_tiny_data_learns_the_structure():
   all_movies = batch(np.zeros(N_MOVIES, int), np.arange(N_MOVIES))
   candidates = model.candidate_tower(all_movies).numpy()
   for user, liked in [(0, set(range(6))), (7, set(range(6, 12)))]:
-    query = {**batch([user], [0]),
-             rm.HISTORY_FEATURE: history.lookup(tf.constant([[user]]))}
+    ids, days = history.lookup(tf.constant([[user]]))
+    query = {**batch([user], [0]), rm.HISTORY_FEATURE: ids, rm.HISTORY_DAYS_FEATURE: days}
     top = np.argsort(-(model.query_tower(query).numpy() @ candidates.T)[0])[:6]
     assert len(set(top) & liked) >= 5, (user, top)  # chance level would be 3
 

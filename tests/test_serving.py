@@ -62,6 +62,23 @@ def test_known_user_gets_unseen_movies_ordered_by_the_ranker(recommender):
   assert min(scores) >= sorted(all_scores, reverse=True)[9] - 1e-5
 
 
+def test_the_query_sees_when_the_user_rated_each_movie(recommender):
+  retriever = recommender.retriever
+  user = max(retriever.users, key=lambda u: len(retriever.users[u]["rated"]))
+  stored = retriever.users[user]
+  inputs = retriever.query_inputs(user)
+  history = [m.decode() for m in inputs["user_history"].numpy()[0]]
+  times = list(inputs["user_history_timestamps"].numpy()[0])
+  assert history == stored["rated"][:len(history)]
+  assert times == stored["rated_at"][:len(history)] and times == sorted(times, reverse=True)
+  # The time pools make the embedding depend on when: all rated "now" is another query.
+  same_history_no_times = retriever.query_inputs(user, history=history)
+  assert set(same_history_no_times["user_history_timestamps"].numpy()[0]) == {
+      int(inputs["timestamp"].numpy()[0])}
+  assert not (retriever.embed_inputs(inputs) ==
+              retriever.embed_inputs(same_history_no_times)).all()
+
+
 def test_unknown_users_get_the_features_or_the_popularity_path(recommender):
   cold = recommender.recommend("no-such-user", k=5)
   assert cold["path"] == POPULARITY

@@ -31,8 +31,8 @@ SERVING_DIR_KEY = "serving_dir"
 
 
 def user_table(examples: types.Artifact) -> List[Dict]:
-  """Each user's raw features (those present), rated movies (newest first) and last
-  rating time."""
+  """Each user's raw features (those present), rated movies (newest first), when each
+  was rated (`rated_at`, aligned with `rated`) and last rating time."""
   users: Dict[str, Dict] = {}
   for split in artifact_utils.decode_split_names(examples.split_names):
     for raw in examples_io.read_serialized(examples, split):
@@ -51,7 +51,9 @@ def user_table(examples: types.Artifact) -> List[Dict]:
       user["rated"].append((timestamp, feature[F.MOVIE_ID].bytes_list.value[0].decode()))
       user["last_timestamp"] = max(user["last_timestamp"], timestamp)
   for user in users.values():  # newest first, as the query tower's history expects
-    user["rated"] = [movie for _, movie in sorted(user["rated"], key=lambda r: -r[0])]
+    rated = sorted(user["rated"], key=lambda r: -r[0])
+    user["rated"] = [movie for _, movie in rated]
+    user["rated_at"] = [timestamp for timestamp, _ in rated]
   return [users[u] for u in sorted(users)]
 
 
