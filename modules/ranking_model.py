@@ -18,6 +18,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
 
 from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import warm_start  # pylint: disable=g-import-not-at-top
 from modules.hparams import RankingHParams, make_optimizer  # pylint: disable=g-import-not-at-top
 
 _xf = F.transformed_name
@@ -72,13 +73,13 @@ class RankingCore(tf.keras.Model):
         dim = hparams.feature_embedding_dim
       else:
         continue
-      self.embeddings[name] = tf.keras.layers.Embedding(sizes[name], dim,
-                                                        embeddings_regularizer=reg)
-    self.user_bias = tf.keras.layers.Embedding(sizes[USER_ID], 1, embeddings_initializer="zeros",
-                                               embeddings_regularizer=reg)
-    self.movie_bias = tf.keras.layers.Embedding(sizes[MOVIE_ID], 1,
-                                                embeddings_initializer="zeros",
-                                                embeddings_regularizer=reg)
+      self.embeddings[name] = warm_start.tag(tf.keras.layers.Embedding(
+          sizes[name], dim, embeddings_regularizer=reg), name)
+    self.user_bias = warm_start.tag(tf.keras.layers.Embedding(
+        sizes[USER_ID], 1, embeddings_initializer="zeros", embeddings_regularizer=reg), USER_ID)
+    self.movie_bias = warm_start.tag(tf.keras.layers.Embedding(
+        sizes[MOVIE_ID], 1, embeddings_initializer="zeros", embeddings_regularizer=reg),
+                                     MOVIE_ID)
     self.crosses = [tfrs.layers.dcn.Cross(projection_dim=hparams.cross_projection_dim or None,
                                           kernel_regularizer=reg)
                     for _ in range(hparams.cross_layers)]

@@ -25,7 +25,8 @@ import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
 from modules import features as F  # pylint: disable=g-import-not-at-top
 from modules import ranking_model  # pylint: disable=g-import-not-at-top
 from modules import transformed_data  # pylint: disable=g-import-not-at-top
-from modules.hparams import RankingHParams  # pylint: disable=g-import-not-at-top
+from modules import warm_start  # pylint: disable=g-import-not-at-top
+from modules.hparams import RankingHParams, overrides_from  # pylint: disable=g-import-not-at-top
 
 HPARAMS_KEY = "ranking"
 TRAINING_FILE = "training.json"
@@ -34,7 +35,17 @@ CORE_INFO_FILE = "ranking_core.json"
 PREDICTIONS = "predictions"
 
 
-def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=None):
+def _cores(model) -> dict:
+  """Each ensemble member's core by name: what warm start saves and restores."""
+  core = model.core
+  members = core.members if isinstance(core, ranking_model.RankingEnsemble) else [core]
+  return {f"member_{i}": member for i, member in enumerate(members)}
+
+
+def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=None,
+          base_model: str = None):
+  """Trains the ensemble's members one by one, each from the same member of `base_model`
+  (the serving dir of an earlier run) when given; returns (model, summary dict)."""
   spec = tft_output.transformed_feature_spec()
   sizes = transformed_data.categorical_sizes(tft_output)
   labels = transformed_data.columns(train_files, spec, [F.LABEL])[F.LABEL]
@@ -42,10 +53,13 @@ def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=
                                       seed=hparams.seed, label_key=F.LABEL)
   eval_ds = transformed_data.dataset(eval_files, spec, 4096, label_key=F.LABEL)
   started = time.monotonic()
-  members, histories = [], []
+  members, histories, warm = [], [], []
   for i in range(hparams.ensemble_size):  # independent members, different seeds
     member_hparams = dataclasses.replace(hparams, seed=hparams.seed + i)
     member = ranking_model.build(sizes, list(spec), member_hparams, float(labels.mean()))
+    if base_model:
+      member(next(iter(train_ds))[0])  # creates the variables to initialise
+      warm.append(warm_start.restore(base_model, {f"member_{i}": member.core}, tft_output))
     callbacks = ([tf.keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, f"member_{i}"))]
                  if log_dir else [])
     histories.append(member.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
@@ -62,6 +76,7 @@ def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=
       "eval_rmse": eval_rmse,  # of the whole ensemble
       "member_eval_rmse_by_epoch": [[float(v) for v in h["val_rmse"]] for h in histories],
       "hparams": hparams.to_dict(),
+      "warm_start": {"base_model": base_model, "members": warm} if base_model else None,
   }
   return model, summary
 
@@ -110,6 +125,7 @@ def export(model, tft_output, serving_dir: str, summary: dict) -> None:
   }
   model.save(serving_dir, save_format="tf", signatures=signatures)
   export_core(model.core, os.path.join(serving_dir, CORE_DIR), model.num_genres)
+  warm_start.save(serving_dir, _cores(model), tft_output)
   with tf.io.gfile.GFile(os.path.join(serving_dir, TRAINING_FILE), "w") as f:
     json.dump(summary, f, indent=2)
 
@@ -136,8 +152,8 @@ def export_core(core, path: str, num_genres: int) -> None:
 
 def run_fn(fn_args):
   """TFX Trainer entry point."""
-  hparams = RankingHParams.from_dict((fn_args.custom_config or {}).get(HPARAMS_KEY))
+  hparams = RankingHParams.from_dict(overrides_from(fn_args.custom_config, HPARAMS_KEY))
   tft_output = tft.TFTransformOutput(fn_args.transform_output)
   model, summary = train(fn_args.train_files, fn_args.eval_files, tft_output, hparams,
-                         log_dir=fn_args.model_run_dir)
+                         log_dir=fn_args.model_run_dir, base_model=fn_args.base_model)
   export(model, tft_output, fn_args.serving_model_dir, summary)

@@ -5,7 +5,9 @@ numbers), never raw strings: the exported serving models apply the transform gra
 (see modules/retrieval_export.py), so training and serving share one set of ids.
 
   query tower      user id embedding  ⊕ mean embedding of the user's rated movies
-                   (modules/user_history.py) ⊕ demographics (when the data has them) ⊕ time
+                   (modules/user_history.py) ⊕ the same embeddings pooled by closeness in
+                   time to the query, one pool per learned time scale ⊕ demographics
+                   (when the data has them) ⊕ time
   candidate tower  movie id embedding ⊕ mean title-token embedding ⊕ mean genre
                    embedding ⊕ release year
   each: concat → optional dense layers → linear to `output_dim` → optional L2 norm
@@ -28,6 +30,7 @@ import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
 from modules import features as F  # pylint: disable=g-import-not-at-top
 from modules import movie_table  # pylint: disable=g-import-not-at-top
 from modules import user_history  # pylint: disable=g-import-not-at-top
+from modules import warm_start  # pylint: disable=g-import-not-at-top
 from modules.hparams import RetrievalHParams, make_optimizer  # pylint: disable=g-import-not-at-top
 
 _xf = F.transformed_name
@@ -39,6 +42,8 @@ QUERY_CATEGORICAL = (_xf(F.USER_GENDER), _xf(F.USER_OCCUPATION), _xf(F.USER_ZIP_
                      _xf(F.USER_AGE_BUCKET), _xf(F.TIMESTAMP_BUCKET))
 QUERY_NUMERIC = (_xf(F.USER_AGE), _xf(F.TIMESTAMP))
 HISTORY_FEATURE = _xf(F.USER_HISTORY)  # ragged movie ids; built, not from Transform
+HISTORY_DAYS_FEATURE = _xf(F.USER_HISTORY_TIMESTAMPS)  # ragged, aligned: when rated (days)
+QUERY_DAYS_FEATURE = _xf(F.TIMESTAMP_DAYS)  # when the query happens (days)
 HISTORY_EXCLUDE = "_history_exclude"  # training only: the example's own movie id
 CANDIDATE_ID_FEATURE = _xf(F.MOVIE_ID)
 CANDIDATE_BAGS = (_xf(F.MOVIE_TITLE_TOKENS), _xf(F.MOVIE_GENRES))  # variable-length id lists
@@ -78,39 +83,65 @@ class Tower(tf.keras.Model):
 
   def __init__(self, id_feature: str, categorical: Sequence[str], bags: Sequence[str],
                numeric: Sequence[str], sizes: Mapping[str, int], hparams: RetrievalHParams,
-               history_size: int = 0, use_id: bool = True, history_embedding=None,
+               history_feature: Optional[str] = None, use_id: bool = True,
+               history_embedding=None,
                **kwargs):
     super().__init__(**kwargs)
     self.id_feature, self.numeric = id_feature, tuple(numeric)
     self.normalize = hparams.normalize
     reg = tf.keras.regularizers.l2(hparams.l2) if hparams.l2 else None
-    embedding = lambda n, d: tf.keras.layers.Embedding(n, d, embeddings_regularizer=reg)
-    self.id_embedding = embedding(sizes[id_feature], hparams.id_embedding_dim) if use_id else None
-    self.embeddings = {name: embedding(sizes[name], hparams.feature_embedding_dim)
+    embedding = lambda feature, d: warm_start.tag(
+        tf.keras.layers.Embedding(sizes[feature], d, embeddings_regularizer=reg), feature)
+    self.id_embedding = embedding(id_feature, hparams.id_embedding_dim) if use_id else None
+    self.embeddings = {name: embedding(name, hparams.feature_embedding_dim)
                        for name in categorical}
-    self.bags = {name: BagEmbedding(sizes[name], hparams.feature_embedding_dim, l2=hparams.l2,
-                                    name=name) for name in bags}
+    self.bags = {name: warm_start.tag(BagEmbedding(
+        sizes[name], hparams.feature_embedding_dim, l2=hparams.l2, name=name), name)
+                 for name in bags}
     self.dropout = tf.keras.layers.Dropout(hparams.dropout) if hparams.dropout else None
     layers = [tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=reg)
               for units in hparams.hidden_layers]
     layers.append(tf.keras.layers.Dense(hparams.output_dim, kernel_regularizer=reg))
     self.mlp = tf.keras.Sequential(layers)
     self.history_embedding = None
-    if history_size:  # shared with the candidate tower's movie embedding, or its own
-      self.history_embedding = history_embedding or embedding(history_size,
+    self.log_time_scales = None
+    if history_feature:  # shared with the candidate tower's movie embedding, or its own
+      self.history_embedding = history_embedding or embedding(history_feature,
                                                               hparams.id_embedding_dim)
+      if hparams.history_time_scales:
+        self.log_time_scales = tf.Variable(
+            np.log(np.asarray(hparams.history_time_scales, np.float32)),
+            name="history_log_time_scales")
 
   def _history(self, features):
-    """Mean embedding of the history ids, leaving out HISTORY_EXCLUDE when given."""
+    """Pooled embeddings of the history ids, leaving out HISTORY_EXCLUDE when given.
+
+    The plain mean, then (with time scales) one softmax pool per scale τ with weights
+    ∝ exp(-|t_query - t_rated| / τ): movies rated near the query's time count most.
+    Computed on the ragged tensors' flat values with segment sums (one pass for all pools).
+    """
     history = features[HISTORY_FEATURE]
-    embedded = tf.ragged.map_flat_values(self.history_embedding, history)
-    weights = tf.ones_like(history, dtype=tf.float32)
+    rows = history.value_rowids()
+    batch = history.nrows()
+    embedded = self.history_embedding(history.flat_values)  # [n, dim]
+    weights = tf.ones_like(history.flat_values, dtype=tf.float32)
     if HISTORY_EXCLUDE in features:
-      own = tf.reshape(features[HISTORY_EXCLUDE], [-1, 1])
-      weights = tf.cast(tf.not_equal(history, own), tf.float32)
-    total = tf.reduce_sum(embedded * tf.expand_dims(weights, -1), axis=1)
-    count = tf.reduce_sum(weights, axis=1)
-    return total / tf.maximum(count, 1.0)[:, None]
+      own = tf.gather(tf.reshape(features[HISTORY_EXCLUDE], [-1]), rows)
+      weights = tf.cast(tf.not_equal(history.flat_values, own), tf.float32)
+    weights = weights[:, None]  # [n, pools]
+    if self.log_time_scales is not None:
+      query_days = tf.gather(tf.reshape(features[QUERY_DAYS_FEATURE], [-1]), rows)
+      distance = tf.abs(features[HISTORY_DAYS_FEATURE].flat_values - query_days)
+      distance += (1.0 - weights[:, 0]) * 1e9  # left-out movies are never nearest
+      # Shift by each row's nearest distance so the nearest movie's weight is 1, never 0.
+      distance -= tf.gather(tf.math.unsorted_segment_min(distance, rows, batch), rows)
+      by_time = tf.exp(-distance[:, None] / tf.exp(self.log_time_scales)[None, :])
+      weights = tf.concat([weights, weights * by_time], axis=1)
+    totals = tf.math.unsorted_segment_sum(weights[:, :, None] * embedded[:, None, :], rows,
+                                          batch)  # [batch, pools, dim]
+    norms = tf.math.unsorted_segment_sum(weights, rows, batch)  # [batch, pools]
+    pooled = totals / tf.maximum(norms, 1e-9)[:, :, None]
+    return tf.reshape(pooled, [batch, weights.shape[1] * embedded.shape[1]])  # static width
 
   def call(self, features, training=False):
     parts = []
@@ -133,7 +164,7 @@ def query_tower(sizes: Mapping[str, int], hparams: RetrievalHParams,
   """The user tower over the transformed features in `available`."""
   return Tower(QUERY_ID_FEATURE, [f for f in QUERY_CATEGORICAL if f in available], (),
                [f for f in QUERY_NUMERIC if f in available], sizes, hparams,
-               history_size=sizes[CANDIDATE_ID_FEATURE] if hparams.use_history else 0,
+               history_feature=CANDIDATE_ID_FEATURE if hparams.use_history else None,
                use_id=hparams.use_user_id, history_embedding=movie_embedding,
                name="query_tower")
 
@@ -193,8 +224,9 @@ class RetrievalModel(tfrs.Model):
       extra["candidate_ids"] = candidate_ids
     query_features = features
     if self.history_table is not None:
-      query_features = {**features, HISTORY_EXCLUDE: movie_ids,
-                        HISTORY_FEATURE: self.history_table.lookup(features[QUERY_ID_FEATURE])}
+      ids, days = self.history_table.lookup(features[QUERY_ID_FEATURE])
+      query_features = {**features, HISTORY_EXCLUDE: movie_ids, HISTORY_FEATURE: ids,
+                        HISTORY_DAYS_FEATURE: days}
     return self.task(self.query_tower(query_features, training=training), candidates,
                      compute_metrics=False, compute_batch_metrics=False, **extra)
 

@@ -21,17 +21,25 @@ from modules import retrieval_export  # pylint: disable=g-import-not-at-top
 from modules import retrieval_model  # pylint: disable=g-import-not-at-top
 from modules import transformed_data  # pylint: disable=g-import-not-at-top
 from modules import user_history  # pylint: disable=g-import-not-at-top
-from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
+from modules import warm_start  # pylint: disable=g-import-not-at-top
+from modules.hparams import RetrievalHParams, overrides_from  # pylint: disable=g-import-not-at-top
 
 HPARAMS_KEY = "retrieval"
 _xf = F.transformed_name
 ID_COLUMNS = (retrieval_model.QUERY_ID_FEATURE, retrieval_model.CANDIDATE_ID_FEATURE,
-              _xf(F.TIMESTAMP))
+              retrieval_model.QUERY_DAYS_FEATURE)
 TRAINING_FILE = "training.json"  # wall time, examples/s, losses; next to the SavedModels
 
 
-def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_dir=None):
-  """Trains the two towers; returns (model, training summary dict)."""
+def _towers(model) -> dict:
+  """What warm start saves and restores (modules/warm_start.py)."""
+  return {"query": model.query_tower, "candidate": model.candidate_tower}
+
+
+def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_dir=None,
+          base_model: str = None):
+  """Trains the two towers, from `base_model`'s weights when given (the serving dir of
+  an earlier run); returns (model, training summary dict)."""
   spec = tft_output.transformed_feature_spec()
   sizes = transformed_data.categorical_sizes(tft_output)
   ids = transformed_data.columns(train_files, spec, ID_COLUMNS)
@@ -41,7 +49,7 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
   history = None
   if hparams.use_history:
     history = user_history.HistoryTable(*user_history.build_table(
-        ids[retrieval_model.QUERY_ID_FEATURE], movie_ids, ids[_xf(F.TIMESTAMP)],
+        ids[retrieval_model.QUERY_ID_FEATURE], movie_ids, ids[retrieval_model.QUERY_DAYS_FEATURE],
         sizes[retrieval_model.QUERY_ID_FEATURE], hparams.history_max))
   movies = None
   if hparams.catalogue_negatives:
@@ -53,6 +61,11 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
   train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
                                       seed=hparams.seed)
   eval_ds = transformed_data.dataset(eval_files, spec, hparams.batch_size)
+  warm = None
+  if base_model:
+    model.compute_loss(next(iter(train_ds)))  # creates the variables to initialise
+    warm = warm_start.restore(base_model, _towers(model), tft_output)
+    warm["base_model"] = base_model
   callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")] if log_dir else []
   started = time.monotonic()
   history = model.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
@@ -66,6 +79,7 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
       "final_loss": float(history.history["loss"][-1]),
       "final_eval_loss": float(history.history["val_loss"][-1]),
       "hparams": hparams.to_dict(),
+      "warm_start": warm,
   }
   return model, summary
 
@@ -78,14 +92,15 @@ def export(model, tft_output, serving_dir: str, summary: dict) -> None:
   retrieval_export.export_candidate_model(
       model.candidate_tower, tft_output,
       os.path.join(serving_dir, retrieval_export.CANDIDATE_DIR))
+  warm_start.save(serving_dir, _towers(model), tft_output)
   with tf.io.gfile.GFile(os.path.join(serving_dir, TRAINING_FILE), "w") as f:
     json.dump(summary, f, indent=2)
 
 
 def run_fn(fn_args):
   """TFX Trainer entry point."""
-  hparams = RetrievalHParams.from_dict((fn_args.custom_config or {}).get(HPARAMS_KEY))
+  hparams = RetrievalHParams.from_dict(overrides_from(fn_args.custom_config, HPARAMS_KEY))
   tft_output = tft.TFTransformOutput(fn_args.transform_output)
   model, summary = train(fn_args.train_files, fn_args.eval_files, tft_output, hparams,
-                         log_dir=fn_args.model_run_dir)
+                         log_dir=fn_args.model_run_dir, base_model=fn_args.base_model)
   export(model, tft_output, fn_args.serving_model_dir, summary)

@@ -134,7 +134,8 @@ def cmd_run(args) -> int:
       index_min_recall=args.index_min_recall,
       ranking_hparams=_key_values(args.ranking, "--ranking"),
       ranking_rmse_bound=args.ranking_rmse_bound,
-      span_pattern=args.span_pattern, rolling_spans=args.rolling_spans)
+      span_pattern=args.span_pattern, rolling_spans=args.rolling_spans,
+      warm_start=args.warm_start)
   print(f"Pipeline {cfg.pipeline_name}: {cfg.layout} data in {data_dir}; "
         f"Beam {cfg.beam_mode}; cache {'on' if cfg.enable_cache else 'off'}")
   from pipeline import progress  # pylint: disable=g-import-not-at-top
@@ -239,7 +240,7 @@ def cmd_compile(args) -> int:
       layout=args.layout, user_demographics=args.demographics,
       extra_beam_args=tuple(args.beam_arg or ()),
       span_pattern=args.span_pattern, rolling_spans=args.rolling_spans,
-      retrieval_hparams=_key_values(args.retrieval, "--retrieval"),
+      warm_start=args.warm_start, retrieval_hparams=_key_values(args.retrieval, "--retrieval"),
       ranking_hparams=_key_values(args.ranking, "--ranking"))
   with _quiet_imports(args):
     from kubeflow import runner  # pylint: disable=g-import-not-at-top
@@ -435,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "'span-{SPAN}' of --data-dir; the newest is ingested")
   run.add_argument("--rolling-spans", type=int, default=1,
                    help="train on the newest N spans (from MLMD)")
+  run.add_argument("--warm-start", action="store_true",
+                   help="start both Trainers from the last blessed models' weights")
   run.set_defaults(func=cmd_run)
 
   def serving_args(p):
@@ -478,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
   comp.add_argument("--beam-arg", action="append", help="e.g. --beam-arg=--runner=DataflowRunner")
   comp.add_argument("--span-pattern", help="e.g. 'span-{SPAN}' (see `run --help`)")
   comp.add_argument("--rolling-spans", type=int, default=1)
+  comp.add_argument("--warm-start", action="store_true",
+                    help="start both Trainers from the last blessed models' weights")
   comp.add_argument("--retrieval", action="append", metavar="NAME=VALUE")
   comp.add_argument("--ranking", action="append", metavar="NAME=VALUE")
   comp.set_defaults(func=cmd_compile)

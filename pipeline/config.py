@@ -75,6 +75,9 @@ class PipelineConfig:
   # Trainers train on the newest `rolling_spans` spans' Examples (resolved from MLMD).
   span_pattern: Optional[str] = None
   rolling_spans: int = 1
+  # Both Trainers start from the weights of the last blessed model of their kind (found
+  # in MLMD; embedding rows remapped by vocabulary key, see modules/warm_start.py).
+  warm_start: bool = False
   # Where component executors read the curated schemas; None: this installation's
   # schemas/ package. The Kubeflow image has them at kubeflow.runner.IMAGE_SCHEMA_DIR.
   schema_dir: Optional[str] = None

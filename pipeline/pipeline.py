@@ -36,7 +36,7 @@ import modules  # pylint: disable=g-import-not-at-top
 from components import fingerprint  # pylint: disable=g-import-not-at-top
 from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
 from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
-from modules.hparams import RankingHParams, RetrievalHParams  # pylint: disable=g-import-not-at-top
+from modules.hparams import FINGERPRINT_KEY, RankingHParams, RetrievalHParams  # pylint: disable=g-import-not-at-top
 from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
 from pipeline.config import PREPROCESSING_FN, RANKING_RUN_FN, RETRIEVAL_RUN_FN, PipelineConfig  # pylint: disable=g-import-not-at-top
 
@@ -48,6 +48,10 @@ RUNTIME_PARAMETERS = {
     "retrieval_thresholds": (str, "retrieval_thresholds"),  # JSON {"metric": minimum}
     "retrieval_max_regression": (float, "max_regression"),
     "index_min_recall": (float, "index_min_recall"),
+    # JSON hyperparameter overrides (modules/hparams.py), e.g. {"epochs": 5}; on Kubeflow
+    # each becomes its Trainer's whole custom_config (see hparams.overrides_from).
+    "retrieval_hparams": (str, "retrieval_hparams"),
+    "ranking_hparams": (str, "ranking_hparams"),
 }
 
 
@@ -109,7 +113,7 @@ def create_pipeline(
 
   # User code is referenced by import path (so Kubeflow compiles offline); its source
   # digest goes into custom_config so that editing it invalidates the cache.
-  user_code = {"modules_sha256": fingerprint.package_sha256(modules)}
+  user_code = {FINGERPRINT_KEY: fingerprint.package_sha256(modules)}
   # Training data: the newest span, or a rolling window of the newest spans from MLMD.
   nodes_for_spans = []
   training_examples = example_gen.outputs["examples"]
@@ -133,13 +137,18 @@ def create_pipeline(
           analyze=[F.TRAIN_SPLIT], transform=[F.TRAIN_SPLIT, F.EVAL_SPLIT]))
   transform.add_upstream_node(validation_gate)
 
-  def trainer(node_id: str, run_fn: str, hparams_key: str, hparams: Dict):
+  def trainer(node_id: str, run_fn: str, hparams_key: str, hparams: Dict, last_blessed):
+    """A Trainer; with warm start, initialised from `last_blessed`'s model when there is
+    one (modules/warm_start.py)."""
+    custom_config = runtime.get(f"{hparams_key}_hparams",
+                                {hparams_key: hparams, **user_code})
     return tfx.components.Trainer(
         run_fn=run_fn,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        custom_config={hparams_key: hparams, **user_code},
+        base_model=last_blessed.outputs["model"] if config.warm_start else None,
+        custom_config=custom_config,
     ).with_id(node_id)
 
   def latest_blessed(node_id: str, trainer_id: str, evaluator_id: str):
@@ -153,11 +162,11 @@ def create_pipeline(
     ).with_id(node_id)
 
   # Stage one: two-tower retrieval, judged over the whole catalogue, indexed with ScaNN.
+  latest_blessed_retrieval = latest_blessed(
+      "LatestBlessedRetrievalModelResolver", "RetrievalTrainer", "RetrievalEvaluator")
   retrieval_trainer_ = trainer(
       "RetrievalTrainer", RETRIEVAL_RUN_FN, retrieval_trainer.HPARAMS_KEY,
-      RetrievalHParams.from_dict(config.retrieval_hparams).to_dict())
-  latest_blessed_retrieval = latest_blessed(
-      "LatestBlessedRetrievalModelResolver", retrieval_trainer_.id, "RetrievalEvaluator")
+      RetrievalHParams.from_dict(config.retrieval_hparams).to_dict(), latest_blessed_retrieval)
   retrieval_evaluator = RetrievalEvaluator(
       model=retrieval_trainer_.outputs["model"],
       baseline_model=latest_blessed_retrieval.outputs["model"],
@@ -174,11 +183,11 @@ def create_pipeline(
       **({"exact_below": config.index_exact_below} if config.index_exact_below else {}))
 
   # Stage two: rating prediction, judged by TFX's Evaluator (TFMA).
+  latest_blessed_ranking = latest_blessed(
+      "LatestBlessedRankingModelResolver", "RankingTrainer", "RankingEvaluator")
   ranking_trainer_ = trainer(
       "RankingTrainer", RANKING_RUN_FN, ranking_trainer.HPARAMS_KEY,
-      RankingHParams.from_dict(config.ranking_hparams).to_dict())
-  latest_blessed_ranking = latest_blessed(
-      "LatestBlessedRankingModelResolver", ranking_trainer_.id, "RankingEvaluator")
+      RankingHParams.from_dict(config.ranking_hparams).to_dict(), latest_blessed_ranking)
   ranking_evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs["examples"],
       model=ranking_trainer_.outputs["model"],

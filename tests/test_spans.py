@@ -1,6 +1,9 @@
-"""Data arriving in spans: ExampleGen reads the newest span; training uses a rolling window."""
+"""Data arriving in spans: ExampleGen reads the newest span; training uses a rolling window
+and warm-starts from the last blessed models."""
 import dataclasses
 import io
+import json
+import os
 
 import pytest
 
@@ -9,8 +12,8 @@ from pipeline import local_runner
 from pipeline.config import PipelineConfig
 
 
-def consumed_spans(store, run, node: str, key: str = "examples"):
-  """Spans of the `key` artifacts the node's execution in `run` read."""
+def consumed(store, run, node: str, key: str):
+  """The `key` input artifacts the node's execution in `run` read."""
   context = store.get_context_by_type_and_name("pipeline_run", run.run_id)
   executions = [e for e in store.get_executions_by_context(context.id)
                 if node in {c.name.split(".", 1)[-1]
@@ -18,25 +21,39 @@ def consumed_spans(store, run, node: str, key: str = "examples"):
   (execution,) = executions
   events = [e for e in store.get_events_by_execution_ids([execution.id])
             if e.type == e.INPUT and e.path.steps[0].key == key]
-  artifacts = store.get_artifacts_by_id([e.artifact_id for e in events])
-  return sorted(a.custom_properties["span"].int_value for a in artifacts)
+  return store.get_artifacts_by_id([e.artifact_id for e in events])
+
+
+def consumed_spans(store, run, node: str, key: str = "examples"):
+  """Spans of the `key` artifacts the node's execution in `run` read."""
+  return sorted(a.custom_properties["span"].int_value for a in consumed(store, run, node, key))
+
+
+def training_summary(model_uri: str) -> dict:
+  with open(os.path.join(model_uri, "Format-Serving", "training.json")) as f:
+    return json.load(f)
 
 
 @pytest.mark.e2e
-def test_second_span_trains_on_a_rolling_window_of_both(tmp_path, fast_pipeline):
+def test_second_span_trains_on_a_rolling_window_of_both_warm_started(tmp_path, fast_pipeline):
   data = synthetic.generate(n_users=80, n_movies=60, seed=11)
   ratings = sorted(data.ratings, key=lambda r: r.timestamp)
   half = len(ratings) // 2
   root = tmp_path / "data"
   synthetic.write(dataclasses.replace(data, ratings=ratings[:half]), str(root / "span-1"))
   config = PipelineConfig(data_dir=str(root), output_dir=str(tmp_path / "out"),
-                          span_pattern="span-{SPAN}", rolling_spans=2, **fast_pipeline)
+                          span_pattern="span-{SPAN}", rolling_spans=2, warm_start=True,
+                          **fast_pipeline)
   store = local_runner.metadata_store(config)
 
   first = local_runner.run(config, out=io.StringIO()).run
   assert first.output("MovieLensExampleGen", "examples").custom_properties[
       "span"].int_value == 1
   assert consumed_spans(store, first, "Transform") == [1]
+  for trainer in ("RetrievalTrainer", "RankingTrainer"):  # nothing blessed yet: cold start
+    assert consumed(store, first, trainer, "base_model") == []
+    assert training_summary(first.output(trainer, "model").uri)["warm_start"] is None
+  assert first.output("BundlePusher", "pushed_model").custom_properties["pushed"].int_value
 
   synthetic.write(dataclasses.replace(data, ratings=ratings[half:]), str(root / "span-2"))
   second = local_runner.run(config, out=io.StringIO()).run
@@ -44,6 +61,16 @@ def test_second_span_trains_on_a_rolling_window_of_both(tmp_path, fast_pipeline)
   assert examples.custom_properties["span"].int_value == 2
   assert consumed_spans(store, second, "Transform") == [1, 2]  # the window: both spans
   assert consumed_spans(store, second, "RetrievalEvaluator") == [2]  # judged on the newest
+  # Both Trainers started from the first run's (blessed) models, rows remapped by id.
+  for trainer, tables in (("RetrievalTrainer", "candidate/id_embedding"),
+                          ("RankingTrainer", "member_0/movie_bias")):
+    (base,) = consumed(store, second, trainer, "base_model")
+    assert base.id == first.output(trainer, "model").id
+    warm = training_summary(second.output(trainer, "model").uri)["warm_start"]
+    if trainer == "RankingTrainer":  # one summary per ensemble member
+      warm = warm["members"][0]
+    assert warm["skipped"] == [] and warm["copied"] > 0
+    assert [rows for path, rows in warm["remapped"].items() if path.startswith(tables)][0] > 0
   n_span_2 = sum(examples.custom_properties[f"num_examples_{s}"].int_value
                  for s in ("train", "eval"))
   assert n_span_2 == len(ratings) - half
