@@ -25,6 +25,12 @@ def split_files(examples, split: str) -> List[str]:
   return files
 
 
+def split_pattern(examples, split: str) -> str:
+  """A file pattern of one split's files (for Beam reads)."""
+  split_files(examples, split)  # fails clearly when the split is empty
+  return os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+
+
 def read_serialized(examples, split: str) -> List[bytes]:
   return [r.numpy() for r in tf.data.TFRecordDataset(split_files(examples, split),
                                                      compression_type="GZIP")]

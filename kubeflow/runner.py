@@ -17,6 +17,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
 
+from modules.hparams import RankingHParams, RetrievalHParams  # pylint: disable=g-import-not-at-top
 from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
 from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
 
@@ -71,11 +72,37 @@ def parameter_values(overrides: Optional[Dict[str, str]] = None) -> Dict:
       raise SubmitError(f"unknown runtime parameter {name!r}; known: "
                         f"{sorted(pipeline_lib.RUNTIME_PARAMETERS)}")
     ptype = pipeline_lib.RUNTIME_PARAMETERS[name][0]
+    if isinstance(value, (dict, list)):  # the command line parsed a JSON value already
+      value = json.dumps(value, sort_keys=True)
     try:
       values[name] = ptype(value)
     except ValueError as e:
       raise SubmitError(f"runtime parameter {name}={value!r} is not a {ptype.__name__}") from e
+    if name in _JSON_PARAMETERS:
+      _check_json_parameter(name, value, _JSON_PARAMETERS[name])
   return values
+
+
+# Runtime parameters holding JSON objects, and what checks their keys before submitting.
+_JSON_PARAMETERS = {
+    "retrieval_thresholds": None,
+    "retrieval_hparams": RetrievalHParams.from_dict,
+    "ranking_hparams": RankingHParams.from_dict,
+}
+
+
+def _check_json_parameter(name: str, value: str, check) -> None:
+  try:
+    parsed = json.loads(value)
+  except json.JSONDecodeError as e:
+    raise SubmitError(f"runtime parameter {name} is not JSON ({e}): {value!r}") from e
+  if not isinstance(parsed, dict):
+    raise SubmitError(f"runtime parameter {name} must be a JSON object, not {value!r}")
+  if check is not None:
+    try:
+      check(parsed)
+    except (TypeError, ValueError) as e:
+      raise SubmitError(f"runtime parameter {name}: {e}") from e
 
 
 def vertex_job_request(compiled_file: str, pipeline_root: str, target: ClusterTarget,

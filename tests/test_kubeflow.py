@@ -31,7 +31,8 @@ def compiled(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("kfp") / "pipeline.json")
   spec = runner.compile_pipeline(
       remote_config(extra_beam_args=("--runner=DataflowRunner", "--project=my-project",
-                                     "--region=europe-west4")), path, image=IMAGE)
+                                     "--region=europe-west4"),
+                    retrieval_hparams={"epochs": 7}, warm_start=True), path, image=IMAGE)
   return path, spec
 
 
@@ -61,6 +62,9 @@ def test_dependencies_follow_the_dag(compiled):
   assert any("RankingModelResolver" in d for d in deps["RankingEvaluator"])
   assert {"RetrievalTrainer", "Transform", "MovieLensExampleGen"} <= deps["IndexBuilder"]
   assert {"RetrievalEvaluator", "IndexBuilder", "RankingEvaluator"} <= deps["BundlePusher"]
+  # Warm start: each Trainer reads the last blessed model of its kind.
+  assert any("RetrievalModelResolver" in d for d in deps["RetrievalTrainer"])
+  assert any("RankingModelResolver" in d for d in deps["RankingTrainer"])
 
 
 def test_runtime_parameters_and_beam_args(compiled):
@@ -72,6 +76,11 @@ def test_runtime_parameters_and_beam_args(compiled):
   assert defaults["data_dir"]["stringValue"] == "gs://my-bucket/ml-100k"
   assert defaults["index_min_recall"]["doubleValue"] == 0.95
   assert json.loads(defaults["retrieval_thresholds"]["stringValue"])["top_10_unseen"] > 0
+  assert json.loads(defaults["retrieval_hparams"]["stringValue"]) == {"epochs": 7}
+  for trainer, parameter in (("RetrievalTrainer", "retrieval_hparams"),
+                             ("RankingTrainer", "ranking_hparams")):
+    custom_config = tasks(spec)[trainer]["inputs"]["parameters"]["custom_config"]
+    assert custom_config == {"componentInputParameter": parameter}
   assert spec["runtimeConfig"]["gcsOutputDirectory"] == (
       "gs://my-bucket/movrec/pipeline_root/movielens-recommender")
   executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
@@ -84,11 +93,13 @@ def test_runtime_parameters_and_beam_args(compiled):
 def test_submit_and_schedule_dry_runs_print_the_request(compiled, capsys):
   path, _ = compiled
   assert cli.main(["submit", "--compiled", path, "--project", "my-project", "--region",
-                   "europe-west4", "--param", "index_min_recall=0.9", "--dry-run"]) == 0
+                   "europe-west4", "--param", "index_min_recall=0.9",
+                   "--param", 'retrieval_hparams={"epochs": 3}', "--dry-run"]) == 0
   request = json.loads(capsys.readouterr().out)
   assert request["service"] == "Vertex AI Pipelines"
   assert request["project"] == "my-project" and request["location"] == "europe-west4"
-  assert request["parameter_values"] == {"index_min_recall": 0.9}
+  assert request["parameter_values"] == {"index_min_recall": 0.9,
+                                         "retrieval_hparams": '{"epochs": 3}'}
   assert request["pipeline_root"].startswith("gs://my-bucket/")
   assert "schedule" not in request
 
@@ -105,6 +116,10 @@ def test_submit_and_schedule_dry_runs_print_the_request(compiled, capsys):
     (["submit", "--dry-run"], "give --project"),
     (["submit", "--project", "p", "--param", "epochs=3", "--dry-run"], "unknown runtime parameter"),
     (["submit", "--project", "p", "--param", "index_min_recall=high", "--dry-run"], "not a float"),
+    (["submit", "--project", "p", "--param", 'ranking_hparams={"epoch": 3}', "--dry-run"],
+     "unknown RankingHParams keys"),
+    (["submit", "--project", "p", "--param", "retrieval_thresholds=[0.1]", "--dry-run"],
+     "must be a JSON object"),
     (["schedule", "--project", "p", "--cron", "daily", "--dry-run"], "5 fields"),
 ])
 def test_bad_submissions_get_a_clear_error(compiled, capsys, argv, message):

@@ -56,7 +56,7 @@ class IndexBuilder(base_component.BaseComponent):
   """
 
   SPEC_CLASS = IndexBuilderSpec
-  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, candidates: types.BaseChannel,
                examples: types.BaseChannel, transform_graph: types.BaseChannel,

@@ -1,16 +1,18 @@
 """IndexBuilder executor: embed the catalogue, build ScaNN, measure it, bless or not."""
 
 import json
+import os
 from typing import Any, Dict, List
 
 from absl import logging
 import numpy as np
 import tensorflow_transform as tft
 from tfx import types
-from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import beam_embedding
 from components import blessing as blessing_lib
 from components import examples_io
 from components.index_builder import scann_index
@@ -50,18 +52,24 @@ def cold_start_count(tft_output, movie_ids) -> int:
   return int(sum(m not in vocab for m in movie_ids))
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(base_beam_executor.BaseBeamExecutor):
+  """Embeds the catalogue in a Beam pipeline (components/beam_embedding.py), then builds
+  and measures the ScaNN searcher in memory."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
-    pair = retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(model.uri))
+    model_dir = path_utils.serving_model_dir(model.uri)
+    pair = retrieval_export.RetrievalModelPair(model_dir)
+    candidates = artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY])
     data = eval_set_lib.from_artifacts(
-        artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]),
-        artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]),
+        artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]), candidates,
         with_seen=False)  # only the catalogue and the eval users' queries are needed
-    embeddings, ids = pair.embed_candidate_examples(data.catalogue_serialized)
+    embedded = beam_embedding.embed_with_beam(
+        self._make_beam_pipeline, os.path.join(self._get_tmp_dir(), "embeddings"),
+        {"model": model_dir}, examples_io.split_pattern(candidates, F.CATALOG_SPLIT))
+    embeddings, ids = embedded["model"].embed_candidate_examples(data.catalogue_serialized)
     queries = held_out_queries(data, pair, int(exec_properties[MAX_QUERIES_KEY]),
                                int(exec_properties[SEED_KEY]))
     config = scann_index.IndexConfig.for_size(

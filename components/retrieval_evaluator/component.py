@@ -54,7 +54,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
   """
 
   SPEC_CLASS = RetrievalEvaluatorSpec
-  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
                candidates: types.BaseChannel,

@@ -20,7 +20,9 @@ def evaluate_scores(eval_set: EvalSet, score_rows: Callable[[np.ndarray], np.nda
 
 
 def evaluate_model(model_pair, eval_set: EvalSet) -> Dict[str, float]:
-  """Metrics of exported retrieval towers (modules.retrieval_export.RetrievalModelPair)."""
+  """Metrics of exported retrieval towers: anything with RetrievalModelPair's
+  embed_candidate_examples / embed_query_examples (the pair itself, or the Beam step's
+  components.beam_embedding.EmbeddedExamples)."""
   candidates, ids = model_pair.embed_candidate_examples(eval_set.catalogue_serialized)
   assert list(ids) == list(eval_set.catalogue_ids), "candidate model reordered the catalogue"
   row_queries = model_pair.embed_query_examples(eval_set.eval_serialized)

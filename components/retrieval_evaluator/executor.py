@@ -6,15 +6,17 @@ from typing import Any, Dict, List
 
 from absl import logging
 from tfx import types
-from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 from tfx.utils import io_utils
 
+from components import beam_embedding
 from components import blessing as blessing_lib
+from components import examples_io
 from components.retrieval_evaluator import eval_set as eval_set_lib
 from components.retrieval_evaluator import evaluate
-from modules import retrieval_export
+from modules import features as F
 
 MODEL_KEY = "model"
 BASELINE_MODEL_KEY = "baseline_model"
@@ -27,8 +29,12 @@ MAX_REGRESSION_KEY = "max_regression"
 METRICS_FILE = "metrics.json"
 
 
-class Executor(base_executor.BaseExecutor):
-  """Evaluates the model (and the last blessed one, on the same data) and blesses or not."""
+class Executor(base_beam_executor.BaseBeamExecutor):
+  """Evaluates the model (and the last blessed one, on the same data) and blesses or not.
+
+  The eval rows and the catalogue are embedded by a Beam pipeline (components/
+  beam_embedding.py, on the pipeline's Beam runner); the exact scoring is in memory.
+  """
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
@@ -42,15 +48,19 @@ class Executor(base_executor.BaseExecutor):
         exec_properties.get(THRESHOLDS_KEY), THRESHOLDS_KEY, {})
     max_regression = float(exec_properties.get(MAX_REGRESSION_KEY) or 0.0)
 
-    data = eval_set_lib.from_artifacts(
-        artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]),
-        artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]))
-    metrics = evaluate.evaluate_model(
-        retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(model.uri)), data)
+    examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+    candidates = artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY])
+    data = eval_set_lib.from_artifacts(examples, candidates)
+    models = {"model": model, **({"baseline": baseline} if baseline is not None else {})}
+    embedded = beam_embedding.embed_with_beam(
+        self._make_beam_pipeline, os.path.join(self._get_tmp_dir(), "embeddings"),
+        {name: path_utils.serving_model_dir(m.uri) for name, m in models.items()},
+        candidate_pattern=examples_io.split_pattern(candidates, F.CATALOG_SPLIT),
+        query_pattern=examples_io.split_pattern(examples, F.EVAL_SPLIT))
+    metrics = evaluate.evaluate_model(embedded["model"], data)
     baseline_metrics = None
     if baseline is not None:
-      baseline_metrics = evaluate.evaluate_model(
-          retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(baseline.uri)), data)
+      baseline_metrics = evaluate.evaluate_model(embedded["baseline"], data)
     decision = blessing_lib.decide(metrics, thresholds, baseline_metrics, max_regression)
     logging.info("RetrievalEvaluator: %s; %s", "BLESSED" if decision.blessed else
                  "NOT BLESSED", "; ".join(decision.reasons))
