@@ -37,10 +37,9 @@ class _EmbedBatch(beam.DoFn):
   def __init__(self, model_dir: str, id_output: Optional[str]):
     super().__init__()
     self._model_dir, self._id_output = model_dir, id_output
-    self._fn = None
+    self._model = self._fn = None
 
-  def setup(self):
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # worker processes start afresh
+  def setup(self):  # once per worker (a worker process imports this module: legacy Keras)
     self._model = tf.saved_model.load(self._model_dir)  # keeps the variables alive
     self._fn = self._model.signatures[retrieval_export.EXAMPLES_SIGNATURE]
 

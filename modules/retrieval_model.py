@@ -19,7 +19,7 @@ subtracted, Yi et al. 2019).
 """
 
 import os
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 

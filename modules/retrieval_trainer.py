@@ -15,7 +15,6 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
 
-from modules import features as F  # pylint: disable=g-import-not-at-top
 from modules import movie_table  # pylint: disable=g-import-not-at-top
 from modules import retrieval_export  # pylint: disable=g-import-not-at-top
 from modules import retrieval_model  # pylint: disable=g-import-not-at-top
@@ -25,7 +24,6 @@ from modules import warm_start  # pylint: disable=g-import-not-at-top
 from modules.hparams import RetrievalHParams, overrides_from  # pylint: disable=g-import-not-at-top
 
 HPARAMS_KEY = "retrieval"
-_xf = F.transformed_name
 ID_COLUMNS = (retrieval_model.QUERY_ID_FEATURE, retrieval_model.CANDIDATE_ID_FEATURE,
               retrieval_model.QUERY_DAYS_FEATURE)
 TRAINING_FILE = "training.json"  # wall time, examples/s, losses; next to the SavedModels
