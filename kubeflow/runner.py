@@ -47,6 +47,12 @@ class ClusterTarget:
 def compile_pipeline(config: PipelineConfig, output_file: str, image: str = DEFAULT_IMAGE,
                      runtime_parameters: bool = True) -> Dict:
   """Writes the pipeline JSON to output_file; returns it as a dict."""
+  if config.rolling_spans > 1:
+    raise ValueError(
+        f"rolling_spans={config.rolling_spans} needs TFX's SpanRangeStrategy resolver, which "
+        "KubeflowV2DagRunner cannot compile (it compiles only the latest-artifact and "
+        "latest-blessed-model resolvers). Compile with --rolling-spans 1: each scheduled run "
+        "then trains on its newest span, and --warm-start carries what earlier spans taught.")
   if config.schema_dir is None:
     config = dataclasses.replace(config, schema_dir=IMAGE_SCHEMA_DIR)
   runtime = pipeline_lib.runtime_parameters(config) if runtime_parameters else None

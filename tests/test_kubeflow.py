@@ -112,6 +112,16 @@ def test_submit_and_schedule_dry_runs_print_the_request(compiled, capsys):
   assert request["arguments"] == {"data_dir": "gs://my-bucket/ml-1m"}
 
 
+def test_a_rolling_span_window_is_refused_at_compile_time_with_the_alternative(tmp_path, capsys):
+  assert cli.main(["compile", "--data-dir", "gs://b/ml-100k", "--output-dir", "gs://b/out",
+                   "--layout", "ml-100k", "--demographics", "--span-pattern", "span-{SPAN}",
+                   "--rolling-spans", "3", "--image", IMAGE,
+                   "--output", str(tmp_path / "p.json")]) == 1
+  error = capsys.readouterr().err
+  assert "SpanRangeStrategy" in error and "--rolling-spans 1" in error
+  assert not (tmp_path / "p.json").exists()
+
+
 @pytest.mark.parametrize("argv,message", [
     (["submit", "--dry-run"], "give --project"),
     (["submit", "--project", "p", "--param", "epochs=3", "--dry-run"], "unknown runtime parameter"),
