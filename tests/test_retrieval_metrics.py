@@ -37,6 +37,18 @@ def test_the_rated_movie_is_never_masked_even_if_seen_in_training():
   assert m["top_1_unseen"] == 1.0  # movie 0 was rated in train and again in eval
 
 
+def test_ties_count_as_broken_at_random():
+  tied = np.array([[0.9, 0.5, 0.5, 0.5, 0.1]], dtype=np.float32)  # movie 2: 1 above, 2 tied
+  m = metrics.factorized_top_k(lambda rows: tied[np.zeros(len(rows), int)], np.array([2]),
+                               np.array([0]), [np.array([], int)], ks=(1, 2, 3, 4))
+  assert m["top_1"] == 0 and m["top_4"] == 1
+  assert m["top_2"] == pytest.approx(1 / 3) and m["top_3"] == pytest.approx(2 / 3)
+  # A constant scorer (a cold user of a count-based baseline) is not "always right".
+  flat = metrics.factorized_top_k(lambda rows: np.zeros((len(rows), 5), np.float32),
+                                  ITEMS, USERS, SEEN, ks=(1,))
+  assert flat["top_1"] == pytest.approx(1 / 5)
+
+
 def test_per_user_recall_and_ndcg():
   eval_items = [np.array([2, 4]), np.array([0])]
   m = metrics.per_user(lambda us: SCORES[us], eval_items, SEEN, k=2)

@@ -6,7 +6,9 @@ Two views of the same eval split:
   movie), is the movie among the k highest-scoring movies of the catalogue for that
   rating's query? `top_k` counts every movie; `top_k_unseen` first removes the movies
   the user rated in training (what a product would show). The rated movie itself is
-  never removed. A movie's rank is the number of movies that score strictly higher.
+  never removed. Ties count as broken at random: a movie with g movies scoring higher and
+  t others scoring the same is a top-k hit with probability clip((k - g) / (t + 1), 0, 1)
+  (a constant scorer gets k / catalogue size, not 1).
 * per user: one query per user, the top 10 unseen movies against all the user's eval
   movies: Recall@10 = hits / |eval movies| and NDCG@10 (binary gains, ideal DCG over
   min(10, |eval movies|) hits), averaged over users.
@@ -47,15 +49,24 @@ def factorized_top_k(score_rows: Callable[[np.ndarray], np.ndarray], items: np.n
   for start in range(0, len(items), _CHUNK):
     idx = np.arange(start, min(start + _CHUNK, len(items)))
     scores = np.asarray(score_rows(idx), dtype=np.float32)
-    positive = scores[np.arange(len(idx)), items[idx]]
-    rank_all = (scores > positive[:, None]).sum(axis=1)
+    positive = scores[np.arange(len(idx)), items[idx]][:, None]
+    above_all, tied_all = _above_and_tied(scores, positive)
     _mask_seen(scores, users[idx], seen, keep=items[idx])
-    rank_unseen = (scores > positive[:, None]).sum(axis=1)
+    above_unseen, tied_unseen = _above_and_tied(scores, positive)
     for k in ks:
-      hits[f"top_{k}"] += int((rank_all < k).sum())
-      hits[f"top_{k}_unseen"] += int((rank_unseen < k).sum())
+      hits[f"top_{k}"] += _expected_hits(above_all, tied_all, k)
+      hits[f"top_{k}_unseen"] += _expected_hits(above_unseen, tied_unseen, k)
   n = max(len(items), 1)
   return {name: count / n for name, count in hits.items()}
+
+
+def _above_and_tied(scores: np.ndarray, positive: np.ndarray):
+  """Per row: how many movies score above the positive, and how many others tie with it."""
+  return (scores > positive).sum(axis=1), (scores == positive).sum(axis=1) - 1
+
+
+def _expected_hits(above: np.ndarray, tied: np.ndarray, k: int) -> float:
+  return float(np.clip((k - above) / (tied + 1.0), 0.0, 1.0).sum())
 
 
 def per_user(score_users: Callable[[np.ndarray], np.ndarray], eval_items: List[np.ndarray],
