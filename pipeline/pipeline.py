@@ -204,7 +204,7 @@ def create_pipeline(
       index_blessing=index_builder.outputs["blessing"],
       ranking_model=ranking_trainer_.outputs["model"],
       ranking_blessing=ranking_evaluator.outputs["blessing"],
-      examples=example_gen.outputs["examples"],
+      examples=training_examples,  # the users table covers every span the models learnt
       serving_dir=config.serving_dir)
 
   components = [

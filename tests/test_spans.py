@@ -10,6 +10,7 @@ import pytest
 from components.movielens_example_gen import synthetic
 from pipeline import local_runner
 from pipeline.config import PipelineConfig
+from serving import bundle_layout
 
 
 def consumed(store, run, node: str, key: str):
@@ -71,6 +72,13 @@ def test_second_span_trains_on_a_rolling_window_of_both_warm_started(tmp_path, f
       warm = warm["members"][0]
     assert warm["skipped"] == [] and warm["copied"] > 0
     assert [rows for path, rows in warm["remapped"].items() if path.startswith(tables)][0] > 0
+  # The pushed users table holds the users of both spans (the models know them all).
+  assert second.output("BundlePusher", "pushed_model").custom_properties["pushed"].int_value
+  serving = config.serving_dir
+  bundle = bundle_layout.version_dir(serving, bundle_layout.versions(serving)[-1])
+  with open(os.path.join(bundle, bundle_layout.USERS_FILE)) as f:
+    pushed_users = {json.loads(line)["user_id"] for line in f}
+  assert pushed_users == {str(r.user_id) for r in ratings}
   n_span_2 = sum(examples.custom_properties[f"num_examples_{s}"].int_value
                  for s in ("train", "eval"))
   assert n_span_2 == len(ratings) - half

@@ -3,7 +3,7 @@
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -30,12 +30,15 @@ PUSHED_MODEL_KEY = "pushed_model"
 SERVING_DIR_KEY = "serving_dir"
 
 
-def user_table(examples: types.Artifact) -> List[Dict]:
+def user_table(examples: Sequence[types.Artifact]) -> List[Dict]:
   """Each user's raw features (those present), rated movies (newest first), when each
-  was rated (`rated_at`, aligned with `rated`) and last rating time."""
+  was rated (`rated_at`, aligned with `rated`) and last rating time, over every split of
+  every Examples artifact given (the training window's spans)."""
   users: Dict[str, Dict] = {}
-  for split in artifact_utils.decode_split_names(examples.split_names):
-    for raw in examples_io.read_serialized(examples, split):
+  splits = [(artifact, split) for artifact in examples
+            for split in artifact_utils.decode_split_names(artifact.split_names)]
+  for artifact, split in splits:
+    for raw in examples_io.read_serialized(artifact, split):
       feature = tf.train.Example.FromString(raw).features.feature
       user_id = feature[F.USER_ID].bytes_list.value[0].decode()
       user = users.get(user_id)
@@ -51,9 +54,11 @@ def user_table(examples: types.Artifact) -> List[Dict]:
       user["rated"].append((timestamp, feature[F.MOVIE_ID].bytes_list.value[0].decode()))
       user["last_timestamp"] = max(user["last_timestamp"], timestamp)
   for user in users.values():  # newest first, as the query tower's history expects
-    rated = sorted(user["rated"], key=lambda r: -r[0])
-    user["rated"] = [movie for _, movie in rated]
-    user["rated_at"] = [timestamp for timestamp, _ in rated]
+    newest = {}  # a movie rated again in a later span counts once, at its latest rating
+    for timestamp, movie in sorted(user["rated"], key=lambda r: -r[0]):
+      newest.setdefault(movie, timestamp)
+    user["rated"] = list(newest)
+    user["rated_at"] = list(newest.values())
   return [users[u] for u in sorted(users)]
 
 
@@ -117,7 +122,8 @@ def next_version(serving_dir: str) -> int:
 
 
 def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
-                 examples: types.Artifact, ranking: Optional[types.Artifact] = None) -> str:
+                 examples: Sequence[types.Artifact],
+                 ranking: Optional[types.Artifact] = None) -> str:
   """Writes a new version and returns its path. Locally: into a temp dir, then renamed
   into place (atomic). On object stores: in place, manifest last (see bundle_layout)."""
   tf.io.gfile.makedirs(serving_dir)
@@ -179,7 +185,7 @@ class Executor(base_executor.BaseExecutor):
       return
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
     index = artifact_utils.get_single_instance(input_dict[INDEX_KEY])
-    examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+    examples = input_dict[EXAMPLES_KEY]  # this span, or the rolling window's spans
     ranking = (artifact_utils.get_single_instance(input_dict[RANKING_MODEL_KEY])
                if input_dict.get(RANKING_MODEL_KEY) else None)
     serving_dir = exec_properties[SERVING_DIR_KEY]
