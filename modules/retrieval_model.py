@@ -116,8 +116,10 @@ class Tower(tf.keras.Model):
   def _history(self, features):
     """Pooled embeddings of the history ids, leaving out HISTORY_EXCLUDE when given.
 
-    The plain mean, then (with time scales) one softmax pool per scale τ with weights
-    ∝ exp(-|t_query - t_rated| / τ): movies rated near the query's time count most.
+    The plain mean, then (with time scales) one pool per scale τ: Σ w·e / (1 + Σ w) with
+    w = exp(-|t_query - t_rated| / τ). Movies rated near the query's time count most, and
+    the pool fades to zero when none is near (a stale history says nothing about "now";
+    a normalised softmax would present the nearest movie at full weight however old).
     Computed on the ragged tensors' flat values with segment sums (one pass for all pools).
     """
     history = features[HISTORY_FEATURE]
@@ -129,17 +131,16 @@ class Tower(tf.keras.Model):
       own = tf.gather(tf.reshape(features[HISTORY_EXCLUDE], [-1]), rows)
       weights = tf.cast(tf.not_equal(history.flat_values, own), tf.float32)
     weights = weights[:, None]  # [n, pools]
+    offsets = [0.0]  # added to each pool's normaliser: the mean divides by the count alone
     if self.log_time_scales is not None:
       query_days = tf.gather(tf.reshape(features[QUERY_DAYS_FEATURE], [-1]), rows)
       distance = tf.abs(features[HISTORY_DAYS_FEATURE].flat_values - query_days)
-      distance += (1.0 - weights[:, 0]) * 1e9  # left-out movies are never nearest
-      # Shift by each row's nearest distance so the nearest movie's weight is 1, never 0.
-      distance -= tf.gather(tf.math.unsorted_segment_min(distance, rows, batch), rows)
       by_time = tf.exp(-distance[:, None] / tf.exp(self.log_time_scales)[None, :])
       weights = tf.concat([weights, weights * by_time], axis=1)
+      offsets += [1.0] * self.log_time_scales.shape[0]
     totals = tf.math.unsorted_segment_sum(weights[:, :, None] * embedded[:, None, :], rows,
                                           batch)  # [batch, pools, dim]
-    norms = tf.math.unsorted_segment_sum(weights, rows, batch)  # [batch, pools]
+    norms = tf.math.unsorted_segment_sum(weights, rows, batch) + tf.constant(offsets)
     pooled = totals / tf.maximum(norms, 1e-9)[:, :, None]
     return tf.reshape(pooled, [batch, weights.shape[1] * embedded.shape[1]])  # static width
 

@@ -86,11 +86,16 @@ def test_time_pool_weights_the_movie_rated_nearest_the_query():
               rm.HISTORY_DAYS_FEATURE: tf.ragged.constant([[10.0, 90.0]], tf.float32)}
   tower({**batch(users, movies), **features})  # create the weights
   embedding = tower.history_embedding.embeddings.numpy()
-  for query_day, nearest in [(11.0, 3), (89.0, 7)]:
-    pools = tower._history({**features, rm.QUERY_DAYS_FEATURE: tf.constant([[query_day]])})
-    mean, by_time = np.split(pools.numpy()[0], 2)
+  def pools(query_day):
+    out = tower._history({**features, rm.QUERY_DAYS_FEATURE: tf.constant([[query_day]])})
+    return np.split(out.numpy()[0], 2)  # the plain mean, the time pool
+
+  for query_day, nearest in [(10.0, 3), (90.0, 7)]:  # rated at the query's time: w = 1
+    mean, by_time = pools(query_day)
     np.testing.assert_allclose(mean, embedding[[3, 7]].mean(axis=0), atol=1e-6)
-    np.testing.assert_allclose(by_time, embedding[nearest], atol=1e-6)
+    np.testing.assert_allclose(by_time, embedding[nearest] / 2, atol=1e-6)  # Σwe / (1 + Σw)
+  _, stale = pools(50.0)  # 40 days from either rating: the pool fades out
+  np.testing.assert_allclose(stale, 0.0, atol=1e-6)
 
 
 def test_logq_correction_changes_the_loss():
