@@ -58,7 +58,7 @@ def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=
     member_hparams = dataclasses.replace(hparams, seed=hparams.seed + i)
     member = ranking_model.build(sizes, list(spec), member_hparams, float(labels.mean()))
     if base_model:
-      member(next(iter(train_ds))[0])  # creates the variables to initialise
+      member(transformed_data.sample_batch(train_files, spec))  # creates the variables
       warm.append(warm_start.restore(base_model, {f"member_{i}": member.core}, tft_output))
     callbacks = ([tf.keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, f"member_{i}"))]
                  if log_dir else [])

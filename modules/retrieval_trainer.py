@@ -61,7 +61,7 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
   eval_ds = transformed_data.dataset(eval_files, spec, hparams.batch_size)
   warm = None
   if base_model:
-    model.compute_loss(next(iter(train_ds)))  # creates the variables to initialise
+    model.compute_loss(transformed_data.sample_batch(train_files, spec))  # creates variables
     warm = warm_start.restore(base_model, _towers(model), tft_output)
     warm["base_model"] = base_model
   callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")] if log_dir else []

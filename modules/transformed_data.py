@@ -42,6 +42,12 @@ def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def sample_batch(patterns, feature_spec, size: int = 16):
+  """The first `size` examples as one batch (e.g. to create a model's variables), read
+  without touching a training dataset's cache or shuffle buffer."""
+  return next(iter(dataset(patterns, feature_spec, size, cache=False).take(1)))
+
+
 def columns(patterns, feature_spec, names) -> Dict[str, np.ndarray]:
   """Dense scalar transformed features of every example, as numpy vectors."""
   ds = tf.data.TFRecordDataset(expand(patterns), compression_type="GZIP").batch(8192)
