@@ -198,6 +198,8 @@ def _quiet_imports(args):
   from pipeline import progress  # pylint: disable=g-import-not-at-top
   output_dir = args.output_dir or os.environ.get(config_lib.ENV_OUTPUT_DIR,
                                                  config_lib.DEFAULT_OUTPUT_DIR)
+  if "://" in output_dir:  # a cluster's bucket (compile): this machine's log stays local
+    output_dir = config_lib.DEFAULT_OUTPUT_DIR
   return progress.stderr_to_file(os.path.join(output_dir, "logs", "serving-imports.log"))
 
 

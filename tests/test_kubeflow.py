@@ -112,7 +112,9 @@ def test_submit_and_schedule_dry_runs_print_the_request(compiled, capsys):
   assert request["arguments"] == {"data_dir": "gs://my-bucket/ml-1m"}
 
 
-def test_a_rolling_span_window_is_refused_at_compile_time_with_the_alternative(tmp_path, capsys):
+def test_a_rolling_span_window_is_refused_at_compile_time_with_the_alternative(
+    tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
   assert cli.main(["compile", "--data-dir", "gs://b/ml-100k", "--output-dir", "gs://b/out",
                    "--layout", "ml-100k", "--demographics", "--span-pattern", "span-{SPAN}",
                    "--rolling-spans", "3", "--image", IMAGE,
@@ -120,6 +122,7 @@ def test_a_rolling_span_window_is_refused_at_compile_time_with_the_alternative(t
   error = capsys.readouterr().err
   assert "SpanRangeStrategy" in error and "--rolling-spans 1" in error
   assert not (tmp_path / "p.json").exists()
+  assert not (tmp_path / "gs:").exists()  # no local directory named after the bucket
 
 
 @pytest.mark.parametrize("argv,message", [
