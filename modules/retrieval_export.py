@@ -15,6 +15,7 @@ The transform graph is applied inside each signature (only the raw features a to
 are required: tf.Transform prunes the rest), so callers never see vocabulary ids.
 """
 
+import functools
 import json
 import os
 from typing import Dict, List, Sequence
@@ -126,14 +127,24 @@ def export_candidate_model(tower, tft_output, path: str) -> None:
 
 
 class RetrievalModelPair:
-  """The exported query and candidate models of one Trainer run, loaded for scoring."""
+  """The exported query and candidate models of one Trainer run, loaded for scoring.
+
+  Each tower loads when first used: the IndexBuilder, whose catalogue the Beam step
+  embeds, only ever needs the query tower here.
+  """
 
   def __init__(self, serving_dir: str):
     self.dir = serving_dir
-    self.query = tf.saved_model.load(os.path.join(serving_dir, QUERY_DIR))
-    self.candidate = tf.saved_model.load(os.path.join(serving_dir, CANDIDATE_DIR))
     with open(os.path.join(serving_dir, QUERY_DIR, INFO_FILE)) as f:
       self.query_features = json.load(f)["raw_features"]
+
+  @functools.cached_property
+  def query(self):
+    return tf.saved_model.load(os.path.join(self.dir, QUERY_DIR))
+
+  @functools.cached_property
+  def candidate(self):
+    return tf.saved_model.load(os.path.join(self.dir, CANDIDATE_DIR))
 
   def embed_query_examples(self, serialized: Sequence[bytes], batch_size: int = 4096) -> np.ndarray:
     fn = self.query.signatures[EXAMPLES_SIGNATURE]
