@@ -39,9 +39,9 @@ def save(serving_dir: str, roots: Mapping[str, tf.Module], tft_output) -> None:
   """Writes the checkpoint of `roots` and the vocabularies their tables use."""
   directory = os.path.join(serving_dir, WARM_START_DIR)
   tf.train.Checkpoint(**roots).write(os.path.join(directory, _CHECKPOINT))
+  tf.io.gfile.makedirs(os.path.join(directory, _VOCABULARY_DIR))
   for raw in _tagged_features(roots):
     vocabulary = F.VOCABULARY_NAMES[raw]
-    tf.io.gfile.makedirs(os.path.join(directory, _VOCABULARY_DIR))
     tf.io.gfile.copy(tft_output.vocabulary_file_by_name(vocabulary),
                      os.path.join(directory, _VOCABULARY_DIR, vocabulary), overwrite=True)
 
