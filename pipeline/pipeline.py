@@ -84,6 +84,7 @@ def create_pipeline(
       train_fraction=config.train_fraction,
       split_seed=config.split_seed,
       temporal_cutoff=config.temporal_cutoff,
+      eval_per_user=config.eval_per_user,
       skip_bad_rows=config.skip_bad_rows,
       span_pattern=config.span_pattern)
 

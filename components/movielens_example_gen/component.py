@@ -38,6 +38,8 @@ class MovieLensExampleGenSpec(types.ComponentSpec):
       "split_seed": component_spec.ExecutionParameter(type=int),
       # Unix seconds; 0 derives the cutoff as the train_fraction quantile of time.
       "temporal_cutoff": component_spec.ExecutionParameter(type=int),
+      # split "last": how many of each user's latest ratings are eval.
+      "eval_per_user": component_spec.ExecutionParameter(type=int),
       "skip_bad_rows": component_spec.ExecutionParameter(type=int),
   }
   INPUTS = {}
@@ -62,22 +64,25 @@ class MovieLensExampleGen(example_gen_component.FileBasedExampleGen):
   def __init__(self,
                input_base: str,
                layout: str,
-               split_method: str = executor.SPLIT_RANDOM,
-               train_fraction: float = 0.8,
-               split_seed: int = 42,
-               temporal_cutoff: int = 0,
+               split_method: str,
+               train_fraction: float,
+               split_seed: int,
+               temporal_cutoff: int,
+               eval_per_user: int,
                skip_bad_rows: bool = False,
                span_pattern: Optional[str] = None,
                range_config: Optional[range_config_pb2.RangeConfig] = None):
     """Args:
       input_base: the directory holding the GroupLens files (local, gs://, ...).
       layout: one of `layouts.LAYOUTS` ("ml-100k", "ml-1m", "ml-latest").
-      split_method: "random" (seeded, `train_fraction` of ratings to train) or
+      split_method: "last" (each user's `eval_per_user` latest ratings are eval, the
+        next-item protocol), "random" (seeded, `train_fraction` of ratings to train) or
         "temporal" (ratings before `temporal_cutoff` train, the rest eval).
       train_fraction: share of ratings in train (random), or the time quantile used as
         the cutoff when `temporal_cutoff` is 0 (temporal).
       split_seed: seed of the random split.
       temporal_cutoff: unix seconds; 0 derives it from `train_fraction`.
+      eval_per_user: with "last", how many of each user's latest ratings are eval.
       skip_bad_rows: skip (and count) unusable rows instead of failing.
       span_pattern: sub-directory pattern with {SPAN} (e.g. "span-{SPAN}") for data
         that arrives in spans; None reads `input_base` itself.
@@ -89,6 +94,8 @@ class MovieLensExampleGen(example_gen_component.FileBasedExampleGen):
       raise ValueError(f"split_method {split_method!r} is not one of {executor.SPLIT_METHODS}.")
     if not 0.0 < train_fraction < 1.0:
       raise ValueError(f"train_fraction {train_fraction} must be strictly between 0 and 1.")
+    if eval_per_user < 1:
+      raise ValueError(f"eval_per_user {eval_per_user} must be at least 1.")
     file_glob = layouts.LAYOUTS[layout].file_glob
     pattern = f"{span_pattern}/{file_glob}" if span_pattern else file_glob
     spec = MovieLensExampleGenSpec(
@@ -102,6 +109,7 @@ class MovieLensExampleGen(example_gen_component.FileBasedExampleGen):
         train_fraction=train_fraction,
         split_seed=split_seed,
         temporal_cutoff=temporal_cutoff,
+        eval_per_user=eval_per_user,
         skip_bad_rows=int(skip_bad_rows),
         examples=types.Channel(type=standard_artifacts.Examples),
         candidates=types.Channel(type=standard_artifacts.Examples))

@@ -6,7 +6,6 @@ its file and line. Ratings are joined with their movie and user, split train/eva
 written as gzipped TFRecords in TFX's usual `Split-<name>/` folders.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -24,14 +23,14 @@ from tfx.types import artifact_utils
 from tfx.utils import proto_utils
 
 from components.movielens_example_gen import layouts
+from components.movielens_example_gen import splits
 from modules import features as F
 
 EXAMPLES_KEY = "examples"
 CANDIDATES_KEY = "candidates"
 
-SPLIT_RANDOM = "random"
-SPLIT_TEMPORAL = "temporal"
-SPLIT_METHODS = (SPLIT_RANDOM, SPLIT_TEMPORAL)
+SPLIT_LAST, SPLIT_RANDOM, SPLIT_TEMPORAL, SPLIT_METHODS = (
+    splits.SPLIT_LAST, splits.SPLIT_RANDOM, splits.SPLIT_TEMPORAL, splits.SPLIT_METHODS)
 
 _METRICS_NAMESPACE = "MovieLensExampleGen"
 _SKIPPED_PREFIX = "skipped:"
@@ -43,17 +42,6 @@ def data_dir_from(exec_properties: Dict[str, Any]) -> str:
   proto_utils.json_to_proto(exec_properties["input_config"], input_config)
   pattern = input_config.splits[0].pattern
   return os.path.dirname(os.path.join(exec_properties["input_base"], pattern))
-
-
-def random_split_is_train(rating: layouts.Rating, seed: int, train_fraction: float) -> bool:
-  """Seeded, order-independent train/eval assignment of one rating.
-
-  A keyed hash of the rating, so the same seed gives the same split on any runner and
-  any number of workers (Python's `hash` is salted per process; blake2b is not).
-  """
-  key = f"{rating.user_id}:{rating.movie_id}:{rating.timestamp}".encode()
-  digest = hashlib.blake2b(key, digest_size=8, key=str(seed).encode()).digest()
-  return int.from_bytes(digest, "big") / 2.0**64 < train_fraction
 
 
 def _bytes(values) -> tf.train.Feature:
@@ -150,6 +138,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     train_fraction = float(exec_properties["train_fraction"])
     seed = int(exec_properties["split_seed"])
     cutoff = int(exec_properties.get("temporal_cutoff") or 0)
+    eval_per_user = int(exec_properties.get("eval_per_user") or 1)
     skip = bool(exec_properties.get("skip_bad_rows"))
     if split_method not in SPLIT_METHODS:
       raise ValueError(f"split_method {split_method!r} is not one of {SPLIT_METHODS}.")
@@ -176,9 +165,19 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                | "DataDir" >> beam.Create([data_dir])
                | "ReadRatings" >> beam.ParDo(_ReadRatings(layout.name, movies, users, skip))
                | "Reshuffle" >> beam.Reshuffle())
-    if split_method == SPLIT_RANDOM:
+    if split_method == SPLIT_LAST:
+      # Each user's eval_per_user + 1 newest ratings (a combiner: no per-user grouping of
+      # every rating), then a partition of the ratings against them as a side input.
+      newest = beam.pvalue.AsDict(
+          ratings
+          | "OrderKeys" >> beam.Map(lambda r: (r.user_id, splits.rating_order(r)))
+          | "NewestPerUser" >> beam.combiners.Top.LargestPerKey(eval_per_user + 1))
       train, eval_ = ratings | "Split" >> beam.Partition(
-          lambda r, n: 0 if random_split_is_train(r, seed, train_fraction) else 1, 2)
+          lambda r, n, newest: int(splits.last_is_eval(r, newest[r.user_id], eval_per_user)),
+          2, newest)
+    elif split_method == SPLIT_RANDOM:
+      train, eval_ = ratings | "Split" >> beam.Partition(
+          lambda r, n: 0 if splits.random_split_is_train(r, seed, train_fraction) else 1, 2)
     else:
       cutoff_side = (beam.pvalue.AsSingleton(pipeline | "GivenCutoff" >> beam.Create([cutoff]))
                      if cutoff else _temporal_cutoff(ratings, train_fraction))
@@ -211,17 +210,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
       examples_utils.set_file_format(artifact, write_split.to_file_format_str(file_format))
     self._record(examples, candidates, counters, bad_rows, layout, data_dir, users,
-                 movies, split_method, cutoff)
+                 movies, split_method, cutoff, eval_per_user)
 
   def _record(self, examples, candidates, counters, bad_rows, layout, data_dir, users,
-              movies, split_method, cutoff) -> None:
+              movies, split_method, cutoff, eval_per_user) -> None:
     """Checks the splits are usable and records counts on the artifacts."""
     n_train = counters.get(f"examples:{F.TRAIN_SPLIT}", 0)
     n_eval = counters.get(f"examples:{F.EVAL_SPLIT}", 0)
     if not n_train or not n_eval:
       raise layouts.MovieLensDataError(
           f"{data_dir}: the {split_method} split left {n_train} train and {n_eval} eval "
-          "ratings; expected both to be non-empty (check train_fraction / temporal_cutoff).")
+          "ratings; expected both to be non-empty (check train_fraction / temporal_cutoff / "
+          "eval_per_user: a user needs more ratings than eval_per_user to be evaluated).")
     skipped = dict(bad_rows.skipped)
     for name, count in counters.items():
       if name.startswith(_SKIPPED_PREFIX):
@@ -233,6 +233,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     examples.set_int_custom_property(f"num_examples_{F.TRAIN_SPLIT}", n_train)
     examples.set_int_custom_property(f"num_examples_{F.EVAL_SPLIT}", n_eval)
     examples.set_string_custom_property("split_method", split_method)
+    if split_method == SPLIT_LAST:
+      examples.set_int_custom_property("eval_per_user", eval_per_user)
     examples.set_int_custom_property("skipped_rows", total_skipped)
     examples.set_string_custom_property(
         "skipped_rows_detail", json.dumps({f"{f}:{r}": n for (f, r), n in skipped.items()}))
