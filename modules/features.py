@@ -43,16 +43,19 @@ TIMESTAMP_BUCKET = "timestamp_bucket"
 AGE_BUCKETS = 6  # quantile buckets of user age
 TIMESTAMP_BUCKETS = 20  # quantile buckets of rating time
 
-# The movies a user rated before (training split), most recent first: a query-tower input
-# built by the retrieval Trainer from the training data (modules/user_history.py) and
-# given explicitly (as raw movie ids) to the exported query model at serving time.
+# The movies a user rated strictly before the example's time (training split), most recent
+# first: a query-tower input built by the retrieval Trainer from the training data
+# (modules/user_history.py) and given explicitly (as raw movie ids) to the exported query
+# model at serving time.
 USER_HISTORY = "user_history"
 # When each of those movies was rated (unix seconds, aligned with USER_HISTORY): the query
-# tower pools the history again weighted by closeness in time to the query.
+# tower pools the history again weighted by closeness in time to the query, and embeds the
+# gap before the query in its sequence encoder.
 USER_HISTORY_TIMESTAMPS = "user_history_timestamps"
-# Rating time as float days since the Unix epoch (no analyzer: serving converts history
-# timestamps with the same constant). Only the history time pooling reads it.
-TIMESTAMP_DAYS = "timestamp_days"
+# Rating time in unix seconds, passed through Transform unchanged (int64; no analyzer).
+# Causality is decided on it exactly: an example's history holds only ratings made
+# strictly before this second (float days would merge ratings a minute apart).
+TIMESTAMP_SECONDS = "timestamp_seconds"
 SECONDS_PER_DAY = 86400.0
 
 # Vocabulary files written by Transform, by the feature they index.

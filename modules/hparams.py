@@ -58,7 +58,12 @@ class RetrievalHParams(_FromDict):
   feature_embedding_dim: int = 16  # small categorical features (genres, occupation, ...)
   use_user_id: bool = True  # a per-user embedding (memorises; history generalises)
   use_history: bool = True  # mean embedding of the user's rated movies in the query tower
-  history_max: int = 200  # most recent rated movies kept per user
+  history_max: int = 200  # most recent earlier movies the pools read per example
+  # The newest `sequence_length` earlier movies read as a sequence by self-attention
+  # (modules/retrieval_model.SequenceEncoder); 0 turns the encoder off.
+  sequence_length: int = 50
+  sequence_layers: int = 1
+  sequence_heads: int = 2
   tie_history_embedding: bool = True  # history uses the candidate tower's movie embedding
   # Initial time scales (days, then learned) of the history pools weighted by closeness in
   # time to the query; () keeps only the plain mean.

@@ -81,19 +81,15 @@ def user_transforms(inputs):
   return outputs
 
 
-def timestamp_days(timestamp):
-  """Unix seconds → float32 days since the epoch (float64 first: seconds need 31 bits)."""
-  return tf.cast(tf.cast(timestamp, tf.float64) / F.SECONDS_PER_DAY, tf.float32)
-
-
 def context_transforms(inputs):
-  """Time of the rating: scaled, bucketized at quantiles, and in days (for history pooling)."""
+  """Time of the rating: scaled, bucketized at quantiles, and as exact unix seconds (what
+  history causality and the time-aware history features compare against)."""
   raw = _dense(inputs[F.TIMESTAMP], 0)
   timestamp = tf.cast(raw, tf.float32)
   return {
       _xf(F.TIMESTAMP): tft.scale_to_z_score(timestamp),
       _xf(F.TIMESTAMP_BUCKET): tft.bucketize(timestamp, F.TIMESTAMP_BUCKETS),
-      _xf(F.TIMESTAMP_DAYS): timestamp_days(raw),
+      _xf(F.TIMESTAMP_SECONDS): tf.cast(raw, tf.int64),
   }
 
 

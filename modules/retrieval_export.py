@@ -26,8 +26,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from modules import features as F  # pylint: disable=g-import-not-at-top
-from modules.preprocessing import timestamp_days  # pylint: disable=g-import-not-at-top
-from modules.retrieval_model import HISTORY_DAYS_FEATURE, HISTORY_FEATURE  # pylint: disable=g-import-not-at-top
+from modules.retrieval_model import HISTORY_FEATURE, HISTORY_SECONDS_FEATURE, with_history  # pylint: disable=g-import-not-at-top
 
 QUERY_DIR = "query"
 CANDIDATE_DIR = "candidate"
@@ -64,14 +63,14 @@ def export_query_model(tower, tft_output, raw_features: Sequence[str], path: str
   """Saves the query tower; returns the raw features its default signature takes.
 
   With a history table (modules/user_history.py), `serve_tf_examples` looks each user's
-  training history up in it (the evaluation view), and `serving_default` takes
+  training ratings made strictly before the example's timestamp up in it (the evaluation
+  view: what a live system knew then), and `serving_default` takes
   `user_history`: [batch, n] raw movie ids, padded with "", and `user_history_timestamps`
   when each was rated (the serving view; pass the query's timestamp when unknown).
   """
   spec = _raw_spec(tft_output, raw_features)
   module = _TowerModule(tower, tft_output.transform_features_layer(), history,
                         _movie_id_table(tft_output) if history is not None else None)
-  user_id = F.transformed_name(F.USER_ID)
 
   def embed(transformed):
     return {EMBEDDING: module.tower(transformed)}
@@ -86,17 +85,13 @@ def export_query_model(tower, tft_output, raw_features: Sequence[str], path: str
       ids = module.movie_ids.lookup(history_ids)
       known = ids >= 0  # drops "" padding and movies the model has never seen
       transformed[HISTORY_FEATURE] = tf.ragged.boolean_mask(ids, known)
-      transformed[HISTORY_DAYS_FEATURE] = tf.ragged.boolean_mask(
-          timestamp_days(history_times), known)
+      transformed[HISTORY_SECONDS_FEATURE] = tf.ragged.boolean_mask(history_times, known)
     return embed(transformed)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
   def serve_examples(examples):
     transformed = module.tft_layer(tf.io.parse_example(examples, spec))
-    if module.history is not None:
-      transformed[HISTORY_FEATURE], transformed[HISTORY_DAYS_FEATURE] = module.history.lookup(
-          transformed[user_id])
-    return embed(transformed)
+    return embed(with_history(transformed, module.history, history_max))
 
   inputs = {name: tf.TensorSpec([None], s.dtype, name=name) for name, s in spec.items()}
   if history is not None:

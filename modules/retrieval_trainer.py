@@ -25,7 +25,7 @@ from modules.hparams import RetrievalHParams, overrides_from  # pylint: disable=
 
 HPARAMS_KEY = "retrieval"
 ID_COLUMNS = (retrieval_model.QUERY_ID_FEATURE, retrieval_model.CANDIDATE_ID_FEATURE,
-              retrieval_model.QUERY_DAYS_FEATURE)
+              retrieval_model.QUERY_SECONDS_FEATURE)
 TRAINING_FILE = "training.json"  # wall time, examples/s, losses; next to the SavedModels
 
 
@@ -34,21 +34,27 @@ def _towers(model) -> dict:
   return {"query": model.query_tower, "candidate": model.candidate_tower}
 
 
+def history_table(ids, sizes) -> user_history.HistoryTable:
+  """Every training rating by user (`ids`: the ID_COLUMNS of the train split)."""
+  return user_history.HistoryTable(*user_history.build_table(
+      ids[retrieval_model.QUERY_ID_FEATURE], ids[retrieval_model.CANDIDATE_ID_FEATURE],
+      ids[retrieval_model.QUERY_SECONDS_FEATURE], sizes[retrieval_model.QUERY_ID_FEATURE]))
+
+
 def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_dir=None,
           base_model: str = None):
   """Trains the two towers, from `base_model`'s weights when given (the serving dir of
-  an earlier run); returns (model, training summary dict)."""
+  an earlier run); returns (model, training summary dict).
+
+  Every example (train and eval) is a next-item query: its history is the user's
+  training ratings made strictly before it (modules/user_history.py)."""
   spec = tft_output.transformed_feature_spec()
   sizes = transformed_data.categorical_sizes(tft_output)
   ids = transformed_data.columns(train_files, spec, ID_COLUMNS)
   movie_ids = ids[retrieval_model.CANDIDATE_ID_FEATURE]
   probabilities = retrieval_model.movie_probabilities(
       movie_ids, sizes[retrieval_model.CANDIDATE_ID_FEATURE])
-  history = None
-  if hparams.use_history:
-    history = user_history.HistoryTable(*user_history.build_table(
-        ids[retrieval_model.QUERY_ID_FEATURE], movie_ids, ids[retrieval_model.QUERY_DAYS_FEATURE],
-        sizes[retrieval_model.QUERY_ID_FEATURE], hparams.history_max))
+  history = history_table(ids, sizes) if hparams.use_history else None
   movies = None
   if hparams.catalogue_negatives:
     movies = movie_table.MovieTable(movie_table.collect(

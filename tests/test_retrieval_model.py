@@ -12,16 +12,18 @@ _xf = F.transformed_name
 N_USERS, N_MOVIES = 8, 12
 SIZES = {_xf(F.USER_ID): N_USERS, _xf(F.MOVIE_ID): N_MOVIES, _xf(F.MOVIE_GENRES): 4,
          _xf(F.MOVIE_TITLE_TOKENS): 10, _xf(F.TIMESTAMP_BUCKET): 3}
-AVAILABLE = list(SIZES) + [_xf(F.TIMESTAMP), _xf(F.MOVIE_RELEASE_YEAR), rm.QUERY_DAYS_FEATURE]
+AVAILABLE = list(SIZES) + [_xf(F.TIMESTAMP), _xf(F.MOVIE_RELEASE_YEAR), rm.QUERY_SECONDS_FEATURE]
+DAY = int(F.SECONDS_PER_DAY)
 
 
-def batch(users, movies):
+def batch(users, movies, seconds=None):
   n = len(users)
+  seconds = np.arange(n) if seconds is None else seconds
   col = lambda v, dtype=tf.int64: tf.constant(np.reshape(v, [-1, 1]), dtype)
   return {
       _xf(F.USER_ID): col(users), _xf(F.MOVIE_ID): col(movies),
       _xf(F.TIMESTAMP): col(np.zeros(n), tf.float32), _xf(F.TIMESTAMP_BUCKET): col(np.zeros(n)),
-      rm.QUERY_DAYS_FEATURE: col(np.zeros(n), tf.float32),
+      rm.QUERY_SECONDS_FEATURE: col(seconds),
       _xf(F.MOVIE_RELEASE_YEAR): col(np.zeros(n), tf.float32),
       _xf(F.MOVIE_GENRES): tf.sparse.from_dense(col(np.array(movies) % 4)),
       _xf(F.MOVIE_TITLE_TOKENS): tf.sparse.from_dense(tf.constant(
@@ -37,9 +39,10 @@ def tiny_data(seed=0):
   return users, movies
 
 
-def history_for(users, movies, hp):
+def history_for(users, movies):
+  """The table of ratings made at seconds 0, 1, 2, ... in the given order."""
   return user_history.HistoryTable(*user_history.build_table(
-      users, movies, np.arange(len(users)), N_USERS, hp.history_max))
+      users, movies, np.arange(len(users)), N_USERS))
 
 
 def test_towers_end_in_the_same_normalised_dimension():
@@ -52,42 +55,64 @@ def test_towers_end_in_the_same_normalised_dimension():
   np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, rtol=1e-5)
 
 
-def test_history_leaves_out_the_examples_own_movie():
+def test_history_holds_only_ratings_strictly_before_the_example():
+  # User 1 rated movies 10, 11, 12 at seconds 3, 1, 3 (a tie); user 0 rated 5 at second 9.
+  table = user_history.HistoryTable(*user_history.build_table(
+      np.array([1, 1, 1, 0]), np.array([10, 11, 12, 5]), np.array([3, 1, 3, 9]), num_users=2))
+  ids, seconds = table.lookup(tf.constant([[1], [1], [1], [1], [0], [7]]),
+                              tf.constant([[4], [3], [2], [1], [10], [10]]), limit=200)
+  assert ids.to_list() == [[10, 12, 11], [11], [11], [], [5], []]  # newest first, ties by id
+  assert seconds.to_list() == [[3, 3, 1], [1], [1], [], [9], []]
+  # The same-second ratings are not history of each other; the limit keeps the newest.
+  ids, _ = table.lookup(tf.constant([1, 1]), tf.constant([4, 3]), limit=1)
+  assert ids.to_list() == [[10], [11]]
+
+
+def test_the_examples_own_rating_is_not_in_its_history():
   hp = RetrievalHParams(output_dim=8)
+  users, movies = np.array([0, 0]), np.array([3, 4])  # rated at seconds 0 and 1
+  model = rm.build(SIZES, AVAILABLE, hp, rm.movie_probabilities(movies, N_MOVIES),
+                   history_for(users, movies))
+  first = model.with_history(batch(users[:1], movies[:1], seconds=np.array([0])))
+  second = model.with_history(batch(users[1:], movies[1:], seconds=np.array([1])))
+  assert first[rm.HISTORY_FEATURE].to_list() == [[]]  # nothing before the first rating
+  assert second[rm.HISTORY_FEATURE].to_list() == [[3]]  # the first, not itself
+
+
+def test_sequence_encoder_reads_order_and_ignores_padding():
+  hp = RetrievalHParams(output_dim=8, history_time_scales=(), dropout=0.0)
   users, movies = np.array([0]), np.array([3])
   model = rm.build(SIZES, AVAILABLE, hp, rm.movie_probabilities(movies, N_MOVIES),
-                   history_for(users, movies, hp))
-  features = batch(users, movies)
-  own_only = {**features, rm.HISTORY_FEATURE: tf.ragged.constant([[3]], tf.int64),
-              rm.HISTORY_DAYS_FEATURE: tf.ragged.constant([[0.0]], tf.float32),
-              rm.HISTORY_EXCLUDE: tf.constant([3], tf.int64)}
-  empty = {**features, rm.HISTORY_FEATURE: tf.ragged.constant([[]], tf.int64),
-           rm.HISTORY_DAYS_FEATURE: tf.ragged.constant([[]], tf.float32)}
-  np.testing.assert_allclose(model.query_tower(own_only), model.query_tower(empty), atol=1e-6)
-
-
-def test_history_table_keeps_the_newest_movies_and_empties_unknown_users():
-  values, times, splits = user_history.build_table(
-      np.array([1, 1, 1, 0]), np.array([10, 11, 12, 5]), np.array([3, 1, 2, 9]),
-      num_users=2, history_max=2)
-  table = user_history.HistoryTable(values, times, splits)
-  ids, days = table.lookup(tf.constant([[1], [0], [7]]))
-  assert ids.to_list() == [[10, 12], [5], []]
-  assert days.to_list() == [[3.0, 2.0], [9.0], []]
+                   history_for(users, movies))
+  def query(history, seconds):
+    return model.query_tower({**batch(users, movies, seconds=np.array([100 * DAY])),
+                              rm.HISTORY_FEATURE: tf.ragged.constant([history], tf.int64),
+                              rm.HISTORY_SECONDS_FEATURE: tf.ragged.constant([seconds],
+                                                                             tf.int64)}).numpy()
+  newest_3 = query([3, 7], [99 * DAY, 10 * DAY])
+  newest_7 = query([7, 3], [99 * DAY, 10 * DAY])
+  assert not np.allclose(newest_3, newest_7)  # same movies, other order: another query
+  assert not np.allclose(query([3], [99 * DAY]), query([3], [10 * DAY]))  # the gap counts
+  encoder = model.query_tower.sequence
+  out = encoder(tf.ragged.constant([[], [3]], tf.int64), tf.ragged.constant([[], [0]], tf.int64),
+                tf.constant([[1], [1]], tf.int64))
+  np.testing.assert_allclose(out.numpy()[0], 0.0)  # an empty history encodes to zeros
+  assert np.abs(out.numpy()[1]).sum() > 0
 
 
 def test_time_pool_weights_the_movie_rated_nearest_the_query():
-  hp = RetrievalHParams(output_dim=8, history_time_scales=(0.05,))
+  hp = RetrievalHParams(output_dim=8, history_time_scales=(0.05,), sequence_length=0)
   users, movies = np.array([0]), np.array([3])
   model = rm.build(SIZES, AVAILABLE, hp, rm.movie_probabilities(movies, N_MOVIES),
-                   history_for(users, movies, hp))
+                   history_for(users, movies))
   tower = model.query_tower
   features = {rm.HISTORY_FEATURE: tf.ragged.constant([[3, 7]], tf.int64),
-              rm.HISTORY_DAYS_FEATURE: tf.ragged.constant([[10.0, 90.0]], tf.float32)}
+              rm.HISTORY_SECONDS_FEATURE: tf.ragged.constant([[10 * DAY, 90 * DAY]], tf.int64)}
   tower({**batch(users, movies), **features})  # create the weights
   embedding = tower.history_embedding.embeddings.numpy()
   def pools(query_day):
-    out = tower._history({**features, rm.QUERY_DAYS_FEATURE: tf.constant([[query_day]])})
+    out = tower._history({**features, rm.QUERY_SECONDS_FEATURE: tf.constant(
+        [[int(query_day * DAY)]], tf.int64)})
     return np.split(out.numpy()[0], 2)  # the plain mean, the time pool
 
   for query_day, nearest in [(10.0, 3), (90.0, 7)]:  # rated at the query's time: w = 1
@@ -113,7 +138,7 @@ def test_logq_correction_changes_the_loss():
 def test_training_on_tiny_data_learns_the_structure():
   hp = RetrievalHParams(output_dim=8, id_embedding_dim=8, learning_rate=0.05, batch_size=64)
   users, movies = tiny_data()
-  history = history_for(users, movies, hp)
+  history = history_for(users, movies)
   model = rm.build(SIZES, AVAILABLE, hp, rm.movie_probabilities(movies, N_MOVIES), history)
   ds = tf.data.Dataset.from_tensor_slices(batch(users, movies)).batch(64)
   before = float(model.evaluate(ds, verbose=0, return_dict=True)["loss"])
@@ -122,8 +147,7 @@ def test_training_on_tiny_data_learns_the_structure():
   all_movies = batch(np.zeros(N_MOVIES, int), np.arange(N_MOVIES))
   candidates = model.candidate_tower(all_movies).numpy()
   for user, liked in [(0, set(range(6))), (7, set(range(6, 12)))]:
-    ids, days = history.lookup(tf.constant([[user]]))
-    query = {**batch([user], [0]), rm.HISTORY_FEATURE: ids, rm.HISTORY_DAYS_FEATURE: days}
+    query = model.with_history(batch([user], [0], seconds=np.array([len(users)])))
     top = np.argsort(-(model.query_tower(query).numpy() @ candidates.T)[0])[:6]
     assert len(set(top) & liked) >= 5, (user, top)  # chance level would be 3
 
