@@ -32,10 +32,17 @@ class Decision:
 
 def decide(metrics: Mapping[str, float], thresholds: Mapping[str, float],
            baseline: Optional[Mapping[str, float]] = None,
-           max_regression: float = 0.0) -> Decision:
-  """Blessed when every thresholded metric is ≥ its bound and, given a baseline, no
-  thresholded metric is more than `max_regression` (absolute) below the baseline's."""
+           max_regression: float = 0.0,
+           reference: Optional[Mapping[str, float]] = None,
+           reference_name: str = "reference") -> Decision:
+  """Blessed when every thresholded metric is ≥ its bound, given a baseline no
+  thresholded metric is more than `max_regression` (absolute) below the baseline's, and
+  given a reference (a non-learned scorer on the same data) every metric it names is
+  strictly above the reference's."""
   failures, passes = [], []
+  for name, floor in sorted((reference or {}).items()):
+    line = f"{name} = {metrics[name]:.4f} vs {reference_name} {floor:.4f} (must be higher)"
+    (passes if metrics[name] > floor else failures).append(line)
   for name, bound in sorted(thresholds.items()):
     if name not in metrics:
       raise ValueError(f"threshold on unknown metric {name!r}; metrics: {sorted(metrics)}")

@@ -149,8 +149,8 @@ def lineage(store, artifact_id: int) -> Dict:
           "produced_by": producers, "consumed_by": consumers}
 
 
-RETRIEVAL_METRICS = ("top_10_unseen", "top_100_unseen", "top_10", "top_100", "recall_at_10",
-                     "ndcg_at_10")
+RETRIEVAL_METRICS = ("hr_at_10", "ndcg_at_10", "hr_at_100", "top_10", "top_100")
+POPULARITY_PREFIX = "popularity_"  # components/retrieval_evaluator/executor.py
 
 
 def _output_props(run, node, key) -> Optional[Dict]:
@@ -169,6 +169,8 @@ def metrics(store, pipeline_name: str) -> List[Dict]:
     evaluation = _output_props(run, "RetrievalEvaluator", "evaluation")
     if evaluation:
       row["retrieval"] = {k: evaluation.get(k) for k in RETRIEVAL_METRICS}
+      row["retrieval"]["popularity"] = {k: evaluation.get(POPULARITY_PREFIX + k)
+                                        for k in RETRIEVAL_METRICS}
       row["retrieval"]["blessed"] = bool(
           (_output_props(run, "RetrievalEvaluator", "blessing") or {}).get("blessed"))
       row["retrieval"]["model_id"] = run.output("RetrievalTrainer", "model").id

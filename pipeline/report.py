@@ -188,10 +188,15 @@ def _retrieval_section(run) -> str:
     result = json.load(f)
   names = [k for k, v in result["model"]["metrics"].items() if isinstance(v, float)]
   rows = [{"metric": n, "model": result["model"]["metrics"][n],
-           "baseline": (result["baseline"] or {}).get("metrics", {}).get(n),
+           "popularity": (result.get("popularity") or {}).get(n),
+           "last blessed": (result["baseline"] or {}).get("metrics", {}).get(n),
            "minimum": result["thresholds"].get(n)} for n in names]
-  return (f"<p>{_verdict(result['blessed'])}: {_e('; '.join(result['reasons']))}</p>" +
-          _table(rows, ["metric", "model", "baseline", "minimum"]))
+  return (f"<p>{_verdict(result['blessed'])}: {_e('; '.join(result['reasons']))}</p>"
+          "<p class=muted>hr_at_k / ndcg_at_10: each eval rating ranked against the whole "
+          "catalogue, the user's earlier movies removed, the query seeing only earlier "
+          "ratings; top_k: nothing removed. Popularity: rating counts before each eval "
+          "rating, computed in the same execution.</p>" +
+          _table(rows, ["metric", "model", "popularity", "last blessed", "minimum"]))
 
 
 def _ranking_section(run) -> str:
@@ -219,10 +224,10 @@ def render(store, pipeline_name: str, run_id: Optional[str]) -> str:
   index = this.get("index") or {}
   pushed = this.get("pushed") or {}
   trends = "".join([
-      line_chart("retrieval top-10 unseen", [(r["run_id"], (r.get("retrieval") or {}).get(
-          "top_10_unseen")) for r in history]),
-      line_chart("retrieval top-100 unseen", [(r["run_id"], (r.get("retrieval") or {}).get(
-          "top_100_unseen")) for r in history]),
+      line_chart("retrieval HR@10", [(r["run_id"], (r.get("retrieval") or {}).get(
+          "hr_at_10")) for r in history]),
+      line_chart("retrieval NDCG@10", [(r["run_id"], (r.get("retrieval") or {}).get(
+          "ndcg_at_10")) for r in history]),
       line_chart("ranking RMSE", [(r["run_id"], (r.get("ranking") or {}).get("rmse"))
                                   for r in history], lower_is_better=True),
       line_chart("index recall@10", [(r["run_id"], (r.get("index") or {}).get("recall_at_10"))

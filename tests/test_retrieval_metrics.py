@@ -11,57 +11,58 @@ SCORES = np.array([
     [0.9, 0.8, 0.7, 0.6, 0.5],   # user 0
     [0.1, 0.2, 0.3, 0.4, 0.5],   # user 1
 ], dtype=np.float32)
-SEEN = [np.array([0]), np.array([4, 3])]  # movies each user rated in training
-# Eval rows: (user, movie).
+# Eval rows: (user, movie) and the movies the user rated before that row.
 USERS = np.array([0, 0, 1])
 ITEMS = np.array([2, 4, 0])
+EARLIER = [np.array([0]), np.array([0]), np.array([4, 3])]
 
 
 def score_rows(rows):
   return SCORES[USERS[rows]]
 
 
-def test_factorized_top_k_all_items_and_unseen():
-  m = metrics.factorized_top_k(score_rows, ITEMS, USERS, SEEN, ks=(1, 2, 3))
-  # All items: ranks are movie 2 of user 0 -> 2, movie 4 of user 0 -> 4, movie 0 of user 1 -> 4.
+def earlier(rows):
+  return [EARLIER[r] for r in rows]
+
+
+def test_hit_rate_with_and_without_the_earlier_movies():
+  m = metrics.next_item(score_rows, ITEMS, earlier, ks=(1, 2, 3))
+  # Nothing removed: movie 2 of user 0 -> rank 2 (0-based), movie 4 -> 4, user 1's movie 0 -> 4.
   assert m["top_1"] == 0 and m["top_2"] == 0
   assert m["top_3"] == pytest.approx(1 / 3)
-  # Unseen: user 0 loses movie 0 -> ranks 1 and 3; user 1 loses 4 and 3 -> rank 2.
-  assert m["top_1_unseen"] == 0
-  assert m["top_2_unseen"] == pytest.approx(1 / 3)
-  assert m["top_3_unseen"] == pytest.approx(2 / 3)
+  # Earlier movies removed: user 0 loses movie 0 -> ranks 1 and 3; user 1 loses 4 and 3 -> 2.
+  assert m["hr_at_1"] == 0
+  assert m["hr_at_2"] == pytest.approx(1 / 3)
+  assert m["hr_at_3"] == pytest.approx(2 / 3)
+  # NDCG@10: 1/log2(rank + 2) per row, averaged.
+  expected = (1 / math.log2(3) + 1 / math.log2(5) + 1 / math.log2(4)) / 3
+  assert m["ndcg_at_10"] == pytest.approx(expected)
 
 
-def test_the_rated_movie_is_never_masked_even_if_seen_in_training():
-  m = metrics.factorized_top_k(score_rows, np.array([0]), np.array([0]), SEEN, ks=(1,))
-  assert m["top_1_unseen"] == 1.0  # movie 0 was rated in train and again in eval
+def test_the_rated_movie_is_never_removed_even_if_rated_before():
+  m = metrics.next_item(score_rows, np.array([0]), lambda rows: [np.array([0])], ks=(1,))
+  assert m["hr_at_1"] == 1.0 and m["ndcg_at_10"] == 1.0
 
 
 def test_ties_count_as_broken_at_random():
   tied = np.array([[0.9, 0.5, 0.5, 0.5, 0.1]], dtype=np.float32)  # movie 2: 1 above, 2 tied
-  m = metrics.factorized_top_k(lambda rows: tied[np.zeros(len(rows), int)], np.array([2]),
-                               np.array([0]), [np.array([], int)], ks=(1, 2, 3, 4))
+  none = lambda rows: [np.array([], int) for _ in rows]
+  m = metrics.next_item(lambda rows: tied[np.zeros(len(rows), int)], np.array([2]), none,
+                        ks=(1, 2, 3, 4))
   assert m["top_1"] == 0 and m["top_4"] == 1
-  assert m["top_2"] == pytest.approx(1 / 3) and m["top_3"] == pytest.approx(2 / 3)
+  assert m["hr_at_2"] == pytest.approx(1 / 3) and m["hr_at_3"] == pytest.approx(2 / 3)
+  # Ranks 1, 2, 3 equally likely.
+  assert m["ndcg_at_10"] == pytest.approx(sum(1 / math.log2(r + 2) for r in (1, 2, 3)) / 3)
   # A constant scorer (a cold user of a count-based baseline) is not "always right".
-  flat = metrics.factorized_top_k(lambda rows: np.zeros((len(rows), 5), np.float32),
-                                  ITEMS, USERS, SEEN, ks=(1,))
+  flat = metrics.next_item(lambda rows: np.zeros((len(rows), 5), np.float32), ITEMS, none,
+                           ks=(1,))
   assert flat["top_1"] == pytest.approx(1 / 5)
+  assert flat["ndcg_at_10"] == pytest.approx(sum(1 / math.log2(r + 2) for r in range(5)) / 5)
 
 
-def test_per_user_recall_and_ndcg():
-  eval_items = [np.array([2, 4]), np.array([0])]
-  m = metrics.per_user(lambda us: SCORES[us], eval_items, SEEN, k=2)
-  # user 0: top-2 unseen = [1, 2] -> hits {2}: recall 1/2; DCG = 1/log2(3); IDCG = 1 + 1/log2(3)
-  # user 1: top-2 unseen = [2, 1] -> no hit.
-  dcg = 1 / math.log2(3)
-  assert m["recall_at_2"] == pytest.approx((0.5 + 0.0) / 2)
-  assert m["ndcg_at_2"] == pytest.approx((dcg / (1 + dcg) + 0.0) / 2)
-  assert m["users_evaluated"] == 2
-
-
-def test_users_without_eval_items_are_not_averaged_in():
-  eval_items = [np.array([1]), np.array([], dtype=np.int64)]
-  m = metrics.per_user(lambda us: SCORES[us], eval_items, SEEN, k=1)
-  assert m["users_evaluated"] == 1
-  assert m["recall_at_1"] == 1.0 and m["ndcg_at_1"] == 1.0
+def test_ndcg_stops_at_rank_ten():
+  scores = np.arange(20, 0, -1, dtype=np.float32)[None]  # movie i at rank i
+  none = lambda rows: [np.array([], int) for _ in rows]
+  at = lambda movie: metrics.next_item(lambda rows: scores, np.array([movie]), none)
+  assert at(9)["ndcg_at_10"] == pytest.approx(1 / math.log2(11))
+  assert at(10)["ndcg_at_10"] == 0.0 and at(10)["hr_at_50"] == 1.0

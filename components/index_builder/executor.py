@@ -65,7 +65,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     candidates = artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY])
     data = eval_set_lib.from_artifacts(
         artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]), candidates,
-        with_seen=False)  # only the catalogue and the eval users' queries are needed
+        with_train=False)  # only the catalogue and the eval users' queries are needed
     embedded = beam_embedding.embed_with_beam(
         self._make_beam_pipeline, os.path.join(self._get_tmp_dir(), "embeddings"),
         {"model": model_dir}, examples_io.split_pattern(candidates, F.CATALOG_SPLIT))

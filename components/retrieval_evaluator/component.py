@@ -48,7 +48,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
     model: the retrieval Trainer's Model.
     examples: ratings Examples (train split: movies to exclude; eval split: the test).
     candidates: the movie catalogue Examples.
-    thresholds: metric name → minimum, e.g. {"top_100_unseen": 0.5}; see metrics.py.
+    thresholds: metric name → minimum, e.g. {"hr_at_100": 0.5}; see metrics.py.
     baseline_model: the last blessed retrieval Model (optional).
     max_regression: largest allowed drop of a thresholded metric below the baseline's.
   """

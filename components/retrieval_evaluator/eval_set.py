@@ -1,7 +1,12 @@
-"""The eval split arranged for catalogue-wide scoring: indices, seen movies, user queries.
+"""The eval split arranged for catalogue-wide scoring: indices, earlier movies, user queries.
 
 Shared by the RetrievalEvaluator, the IndexBuilder (held-out queries) and bench/ (so the
 baselines are measured on exactly the rows the model is).
+
+Causality: what an eval rating at time t may use of the training split is what was rated
+strictly before t. `seen_before` gives, per eval row, the user's training movies rated
+before it (the movies a product would no longer show); `training_before` the whole
+training split's ratings before it (popularity as it stood then).
 """
 
 import dataclasses
@@ -21,15 +26,31 @@ class EvalSet:
   eval_serialized: List[bytes]  # eval ratings with a movie in the catalogue
   eval_users: np.ndarray  # user index of each eval rating
   eval_items: np.ndarray  # catalogue index of each eval rating
+  eval_seconds: np.ndarray  # when each eval rating was made (unix seconds)
   user_ids: List[str]  # user index -> user id
-  seen: List[np.ndarray]  # user index -> catalogue indices rated in training
-  eval_items_by_user: List[np.ndarray]  # user index -> catalogue indices rated in eval
+  user_train_items: List[np.ndarray]  # user index -> training catalogue indices, oldest first
+  user_train_seconds: List[np.ndarray]  # user index -> when each was rated (aligned)
+  train_items: np.ndarray  # every training rating's catalogue index, oldest first
+  train_seconds: np.ndarray  # when each was made (aligned, ascending)
   user_query_serialized: List[bytes]  # user index -> their latest eval rating (or b"")
   dropped_eval_rows: int  # eval ratings of movies missing from the catalogue
 
   @property
   def users_with_eval(self) -> np.ndarray:
-    return np.array([u for u, items in enumerate(self.eval_items_by_user) if len(items)])
+    return np.unique(self.eval_users)
+
+  def seen_before(self, rows: np.ndarray) -> List[np.ndarray]:
+    """Per eval row: the catalogue indices its user rated in training strictly before it."""
+    out = []
+    for row in rows:
+      user = self.eval_users[row]
+      end = np.searchsorted(self.user_train_seconds[user], self.eval_seconds[row], side="left")
+      out.append(self.user_train_items[user][:end])
+    return out
+
+  def training_before(self, seconds: int) -> int:
+    """How many training ratings (oldest first) were made strictly before `seconds`."""
+    return int(np.searchsorted(self.train_seconds, seconds, side="left"))
 
 
 _KEYS = {F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64}
@@ -45,35 +66,41 @@ def build(catalogue_serialized: Sequence[bytes], train_serialized: Sequence[byte
 
   user_ids = sorted(set(train[F.USER_ID]) | set(evals[F.USER_ID]))
   user_index = {u: i for i, u in enumerate(user_ids)}
-  seen_lists: List[List[int]] = [[] for _ in user_ids]
-  for user, movie in zip(train[F.USER_ID], train[F.MOVIE_ID]):
-    if movie in item_index:
-      seen_lists[user_index[user]].append(item_index[movie])
+  in_catalogue = np.array([m in item_index for m in train[F.MOVIE_ID]], dtype=bool)
+  t_users = np.array([user_index[u] for u in train[F.USER_ID][in_catalogue]], dtype=np.int64)
+  t_items = np.array([item_index[m] for m in train[F.MOVIE_ID][in_catalogue]], dtype=np.int64)
+  t_seconds = train[F.TIMESTAMP][in_catalogue].astype(np.int64) if len(t_users) else \
+      np.zeros(0, np.int64)
+  by_time = np.lexsort((t_items, t_seconds))
+  by_user = np.lexsort((t_items, t_seconds, t_users))
+  splits = np.searchsorted(t_users[by_user], np.arange(len(user_ids) + 1))
 
   keep = np.array([m in item_index for m in evals[F.MOVIE_ID]], dtype=bool)
   rows = np.flatnonzero(keep)
   eval_users = np.array([user_index[evals[F.USER_ID][r]] for r in rows], dtype=np.int64)
   eval_items = np.array([item_index[evals[F.MOVIE_ID][r]] for r in rows], dtype=np.int64)
-  by_user: List[List[int]] = [[] for _ in user_ids]
   latest: Dict[int, int] = {}
-  for r, user, item in zip(rows, eval_users, eval_items):
-    by_user[user].append(item)
+  for r, user in zip(rows, eval_users):
     if user not in latest or evals[F.TIMESTAMP][r] >= evals[F.TIMESTAMP][latest[user]]:
       latest[user] = r
   return EvalSet(
       catalogue_ids=catalogue_ids,
       catalogue_serialized=list(catalogue_serialized),
       eval_serialized=[eval_serialized[r] for r in rows],
-      eval_users=eval_users, eval_items=eval_items, user_ids=user_ids,
-      seen=[np.unique(np.array(s, dtype=np.int64)) for s in seen_lists],
-      eval_items_by_user=[np.unique(np.array(s, dtype=np.int64)) for s in by_user],
+      eval_users=eval_users, eval_items=eval_items,
+      eval_seconds=evals[F.TIMESTAMP][rows].astype(np.int64) if len(rows) else
+      np.zeros(0, np.int64),
+      user_ids=user_ids,
+      user_train_items=[t_items[by_user[a:b]] for a, b in zip(splits[:-1], splits[1:])],
+      user_train_seconds=[t_seconds[by_user[a:b]] for a, b in zip(splits[:-1], splits[1:])],
+      train_items=t_items[by_time], train_seconds=t_seconds[by_time],
       user_query_serialized=[eval_serialized[latest[u]] if u in latest else b""
                              for u in range(len(user_ids))],
       dropped_eval_rows=int((~keep).sum()))
 
 
-def from_artifacts(examples, candidates, with_seen: bool = True) -> EvalSet:
-  """with_seen=False skips reading the train split (then `seen` is empty for everyone)."""
-  train = examples_io.read_serialized(examples, F.TRAIN_SPLIT) if with_seen else []
+def from_artifacts(examples, candidates, with_train: bool = True) -> EvalSet:
+  """with_train=False skips reading the train split (no earlier movies for anyone)."""
+  train = examples_io.read_serialized(examples, F.TRAIN_SPLIT) if with_train else []
   return build(examples_io.read_serialized(candidates, F.CATALOG_SPLIT), train,
                examples_io.read_serialized(examples, F.EVAL_SPLIT))

@@ -27,10 +27,12 @@ BLESSING_KEY = "blessing"
 THRESHOLDS_KEY = "thresholds"
 MAX_REGRESSION_KEY = "max_regression"
 METRICS_FILE = "metrics.json"
+POPULARITY_PREFIX = "popularity_"  # the reference row's metrics on the evaluation artifact
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
-  """Evaluates the model (and the last blessed one, on the same data) and blesses or not.
+  """Evaluates the model (and the last blessed one, and popularity, on the same data)
+  and blesses or not.
 
   The eval rows and the catalogue are embedded by a Beam pipeline (components/
   beam_embedding.py, on the pipeline's Beam runner); the exact scoring is in memory.
@@ -58,22 +60,28 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         candidate_pattern=examples_io.split_pattern(candidates, F.CATALOG_SPLIT),
         query_pattern=examples_io.split_pattern(examples, F.EVAL_SPLIT))
     metrics = evaluate.evaluate_model(embedded["model"], data)
+    popularity = evaluate.evaluate_popularity(data)
     baseline_metrics = None
     if baseline is not None:
       baseline_metrics = evaluate.evaluate_model(embedded["baseline"], data)
-    decision = blessing_lib.decide(metrics, thresholds, baseline_metrics, max_regression)
+    decision = blessing_lib.decide(
+        metrics, thresholds, baseline_metrics, max_regression,
+        reference={name: popularity[name] for name in evaluate.REFERENCE_METRICS},
+        reference_name="popularity")
     logging.info("RetrievalEvaluator: %s; %s", "BLESSED" if decision.blessed else
                  "NOT BLESSED", "; ".join(decision.reasons))
 
     evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
     io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE), json.dumps({
         "model": {"uri": model.uri, "id": model.id, "metrics": metrics},
+        "popularity": popularity,
         "baseline": None if baseline is None else {
             "uri": baseline.uri, "id": baseline.id, "metrics": baseline_metrics},
         "thresholds": thresholds, "max_regression": max_regression,
         "dropped_eval_rows": data.dropped_eval_rows,
         **decision.to_dict()}, indent=2))
     blessing_lib.record_metrics(evaluation, metrics)
+    blessing_lib.record_metrics(evaluation, popularity, prefix=POPULARITY_PREFIX)
     blessing_lib.write_blessing(
         artifact_utils.get_single_instance(output_dict[BLESSING_KEY]), decision, model,
         baseline)
