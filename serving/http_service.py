@@ -2,7 +2,9 @@
 
   POST /recommend   {"user_id": "42", "k": 10, "candidates": 100,
                      "features": {"user_age": 30, ...}, "timestamp": 893286638,
-                     "rated": ["50", "172"]}            (all but user_id optional)
+                     "rated": ["50", "172"], "as_of": 880000000}
+                                                        (all but user_id optional; as_of
+                                                        backtests from earlier ratings)
   GET  /similar?movie_id=50&k=10
   GET  /healthz     200 when a bundle is loaded
   GET  /metadata    the bundle version and the model / index artifacts it serves
@@ -32,6 +34,8 @@ class RecommendRequest(BaseModel):
   features: Optional[Dict[str, Union[int, str]]] = None
   timestamp: Optional[int] = Field(default=None, ge=0)
   rated: Optional[List[str]] = Field(default=None, max_length=5000)
+  # Backtesting: answer as of this time (unix seconds), from the user's earlier ratings.
+  as_of: Optional[int] = Field(default=None, ge=0)
 
 
 def create_app(live: LiveRecommender) -> FastAPI:
@@ -63,7 +67,8 @@ def create_app(live: LiveRecommender) -> FastAPI:
     try:
       return recommender.recommend(request.user_id, k=request.k,
                                    candidates=request.candidates, features=request.features,
-                                   timestamp=request.timestamp, rated=request.rated)
+                                   timestamp=request.timestamp, rated=request.rated,
+                                   as_of=request.as_of)
     except (ValueError, TypeError) as e:
       raise HTTPException(400, str(e)) from e
 

@@ -77,16 +77,21 @@ class Recommender:
   # --- the two stages --------------------------------------------------------------
   def recommend(self, user_id: str, k: int = 10, candidates: int = 100,
                 features: Optional[Dict] = None, timestamp: Optional[int] = None,
-                rated: Optional[Sequence[str]] = None) -> Dict:
-    """Top-k movies for the user with retrieval and ranking scores, and the path taken."""
+                rated: Optional[Sequence[str]] = None, as_of: Optional[int] = None) -> Dict:
+    """Top-k movies for the user with retrieval and ranking scores, and the path taken.
+
+    `as_of` (unix seconds) answers as the service would have then (backtesting): the
+    query is made at that time, and only the user's ratings made strictly before it are
+    history and are excluded as seen."""
     known = user_id in self.retriever.users
     if not known and not features and not rated:
       return self._popular(user_id, k, rated or ())
-    seen = set(self.retriever.rated(user_id)) | set(rated or ())
+    seen = set(self.retriever.rated(user_id, as_of)) | set(rated or ())
     try:
       # History: the request's rated movies if given, else the user's stored ones.
       inputs = self.retriever.query_inputs(user_id, features, timestamp,
-                                           history=None if rated is None else list(rated))
+                                           history=None if rated is None else list(rated),
+                                           as_of=as_of)
     except UnknownUserError:
       return self._popular(user_id, k, seen)
     found = self.retriever.search(self.retriever.embed_inputs(inputs), candidates, skip=seen)
@@ -97,7 +102,10 @@ class Recommender:
       for item, rating in zip(items, ratings):
         item["ranking_score"] = float(rating)
       items.sort(key=lambda i: -i["ranking_score"])
-    return self._response(user_id, PERSONALIZED if known else FEATURES, items[:k])
+    response = self._response(user_id, PERSONALIZED if known else FEATURES, items[:k])
+    if as_of is not None:
+      response["as_of"] = int(as_of)
+    return response
 
   def score(self, user_id: str, movie_ids: Sequence[str], features: Optional[Dict] = None,
             timestamp: Optional[int] = None) -> np.ndarray:

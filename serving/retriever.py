@@ -10,7 +10,7 @@ Importing this module imports ScaNN, which registers the ops its SavedModels nee
 import dataclasses
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -64,21 +64,33 @@ class Retriever:
         user = json.loads(line)
         self.users[user["user_id"]] = user
 
+  def rated_before(self, user_id: str, as_of: Optional[int] = None) -> Tuple[List[str], List[int]]:
+    """(movies, when rated): the user's stored ratings, newest first; with `as_of` (unix
+    seconds) only those made strictly before it, as a live system knew the user then."""
+    known = self.users.get(user_id) or {}
+    rated, rated_at = list(known.get("rated", [])), list(known.get("rated_at", []))
+    if as_of is None:
+      return rated, rated_at
+    keep = [i for i, t in enumerate(rated_at) if t < as_of]
+    return [rated[i] for i in keep], [rated_at[i] for i in keep]
+
   def query_inputs(self, user_id: str, features: Optional[Dict] = None,
                    timestamp: Optional[int] = None,
-                   history: Optional[Sequence[str]] = None) -> Dict[str, tf.Tensor]:
+                   history: Optional[Sequence[str]] = None,
+                   as_of: Optional[int] = None) -> Dict[str, tf.Tensor]:
     """Raw query-tower inputs: the user's stored features, overridden by `features`;
     their rated movies (newest first) and when they rated them, or `history` when given
-    (rated at an unknown time: the query's, so the time pools weigh them all alike)."""
+    (rated at an unknown time: the query's, so the time pools weigh them all alike).
+    `as_of` (unix seconds) backtests: the query is made then, and only the stored
+    ratings made strictly before it are its history."""
     known = self.users.get(user_id)
     values = dict(known["features"]) if known else {}
     values.update(features or {})
     values[F.USER_ID] = user_id
-    values[F.TIMESTAMP] = int(timestamp or (known or {}).get("last_timestamp") or
+    values[F.TIMESTAMP] = int(as_of or timestamp or (known or {}).get("last_timestamp") or
                               self.manifest["default_timestamp"])
     if history is None:
-      history = (known or {}).get("rated", [])
-      rated_at = (known or {}).get("rated_at", [])
+      history, rated_at = self.rated_before(user_id, as_of)
     else:
       rated_at = []
     history = list(history)[:self.history_max]
@@ -93,25 +105,23 @@ class Retriever:
     return {name: tf.constant([values[name]], dtype=self._input_specs[name].dtype)
             for name in self.query_features}
 
-  def embed(self, user_id: str, features: Optional[Dict] = None,
-            timestamp: Optional[int] = None,
-            history: Optional[Sequence[str]] = None) -> np.ndarray:
-    return self.embed_inputs(self.query_inputs(user_id, features, timestamp, history))
-
   def embed_inputs(self, inputs: Dict[str, tf.Tensor]) -> np.ndarray:
     """The query embedding of inputs made by `query_inputs`."""
     return self._query(**inputs)[retrieval_export.EMBEDDING].numpy()[0]
 
-  def rated(self, user_id: str) -> List[str]:
-    return list(self.users.get(user_id, {}).get("rated", []))
+  def rated(self, user_id: str, as_of: Optional[int] = None) -> List[str]:
+    return self.rated_before(user_id, as_of)[0]
 
   def recommend(self, user_id: str, k: int = 10, exclude: Iterable[str] = (),
                 exclude_rated: bool = False, features: Optional[Dict] = None,
                 timestamp: Optional[int] = None,
-                history: Optional[Sequence[str]] = None) -> List[Recommendation]:
-    """Top-k movies for the user, skipping `exclude` (and their rated movies if asked)."""
-    skip = set(exclude) | (set(self.rated(user_id)) if exclude_rated else set())
-    return self.search(self.embed(user_id, features, timestamp, history), k, skip)
+                history: Optional[Sequence[str]] = None,
+                as_of: Optional[int] = None) -> List[Recommendation]:
+    """Top-k movies for the user, skipping `exclude` (and their rated movies if asked;
+    with `as_of`, only those rated before it)."""
+    skip = set(exclude) | (set(self.rated(user_id, as_of)) if exclude_rated else set())
+    inputs = self.query_inputs(user_id, features, timestamp, history, as_of)
+    return self.search(self.embed_inputs(inputs), k, skip)
 
   def search(self, query: np.ndarray, k: int, skip: Iterable[str] = ()) -> List[Recommendation]:
     skip = {self.position[m] for m in skip if m in self.position}

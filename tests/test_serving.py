@@ -79,6 +79,33 @@ def test_the_query_sees_when_the_user_rated_each_movie(recommender):
               retriever.embed_inputs(same_history_no_times)).all()
 
 
+def test_backtesting_as_of_a_past_time_uses_only_earlier_ratings(recommender):
+  retriever = recommender.retriever
+  user = max(retriever.users, key=lambda u: len(retriever.users[u]["rated"]))
+  stored = retriever.users[user]
+  as_of = stored["rated_at"][4]  # the user's fifth-newest rating: it and four newer are "later"
+  later = {m for m, t in zip(stored["rated"], stored["rated_at"]) if t >= as_of}
+  earlier = [m for m, t in zip(stored["rated"], stored["rated_at"]) if t < as_of]
+  assert len(later) >= 5 and earlier
+  inputs = retriever.query_inputs(user, as_of=as_of)
+  history = [m.decode() for m in inputs["user_history"].numpy()[0]]
+  assert history == earlier[:len(history)] and not later & set(history)
+  assert int(inputs["timestamp"].numpy()[0]) == as_of
+  # Everything not rated before as_of is rankable, the later-rated movies included.
+  everything = len(retriever.index.candidates)
+  result = recommender.recommend(user, k=everything, candidates=everything, as_of=as_of)
+  returned = {i["movie_id"] for i in result["items"]}
+  assert result["as_of"] == as_of and result["path"] == PERSONALIZED
+  assert later <= returned and not returned & set(earlier)
+  assert len(returned) == everything - len(set(earlier))
+  # Without as_of the same movies are seen (excluded), and the query is another one.
+  now = {i["movie_id"] for i in recommender.recommend(user, k=everything,
+                                                      candidates=everything)["items"]}
+  assert not now & later
+  assert not (retriever.embed_inputs(inputs) ==
+              retriever.embed_inputs(retriever.query_inputs(user))).all()
+
+
 def test_unknown_users_get_the_features_or_the_popularity_path(recommender):
   cold = recommender.recommend("no-such-user", k=5)
   assert cold["path"] == POPULARITY
@@ -150,6 +177,11 @@ def test_http_good_requests(service, recommender):
   movie = recommender.retriever.index.candidates[0]["movie_id"]
   status, body = call(base, "GET", f"/similar?movie_id={movie}&k=3")
   assert status == 200 and len(body["items"]) == 3
+  as_of = recommender.retriever.users[user]["rated_at"][2]  # a backtest through HTTP
+  status, body = call(base, "POST", "/recommend", {"user_id": user, "k": 5, "as_of": as_of})
+  expected = recommender.recommend(user, k=5, as_of=as_of)
+  assert status == 200 and body["as_of"] == as_of
+  assert [i["movie_id"] for i in body["items"]] == [i["movie_id"] for i in expected["items"]]
   status, body = call(base, "GET", "/healthz")
   assert status == 200 and body["status"] == "ok"
   status, body = call(base, "GET", "/metadata")
