@@ -1,6 +1,7 @@
 # `make run`: set up .venv and run the pipeline on MovieLens 100k.
 # `make test`: set up .venv and run the test suite.
-# `make bench`: retrieval quality vs baselines and ranking on ml-100k, ScaNN at 1.68M
+# `make bench`: retrieval quality (split last with ablations, and random) vs baselines and
+# ranking on ml-100k, ScaNN at 1.68M
 # candidates, serving latency and HTTP throughput (prints figures; not part of `make test`).
 PYTHON ?= $(shell command -v python3.10 2>/dev/null || echo $$HOME/.pyenv/versions/3.10.13/bin/python)
 VENV := .venv
@@ -23,7 +24,8 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: $(STAMP)
-	$(VENV)/bin/python -m bench.retrieval_quality $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
+	$(VENV)/bin/python -m bench.retrieval_quality --variants $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
+	$(VENV)/bin/python -m bench.retrieval_quality --split random $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
 	$(VENV)/bin/python -m bench.ranking_quality $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
 	$(VENV)/bin/python -m bench.index_scale
 	$(VENV)/bin/python -m bench.serving_latency

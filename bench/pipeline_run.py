@@ -16,12 +16,14 @@ DEFAULT_SERVING_DIR = os.path.join(DEFAULT_OUTPUT_DIR, "serving",
                                    config_lib.DEFAULT_PIPELINE_NAME)
 
 
-def run(data_dir=None, output_dir=DEFAULT_OUTPUT_DIR, retrieval=None, ranking=None):
-  """(config, run summary): the pipeline with default settings on data_dir."""
+def run(data_dir=None, output_dir=DEFAULT_OUTPUT_DIR, retrieval=None, ranking=None,
+        **config_values):
+  """(config, run summary): the pipeline with default settings (but `config_values`,
+  PipelineConfig fields) on data_dir."""
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
   config = config_lib.PipelineConfig(
       data_dir=cli.resolve_data_dir(data_dir), output_dir=output_dir,
-      retrieval_hparams=retrieval or {}, ranking_hparams=ranking or {})
+      retrieval_hparams=retrieval or {}, ranking_hparams=ranking or {}, **config_values)
   started = time.monotonic()
   result = local_runner.run(config, out=sys.stderr).run
   print(f"pipeline run {result.run_id}: {time.monotonic() - started:.0f} s "

@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from components.movielens_example_gen import download  # pylint: disable=g-import-not-at-top
 from components.movielens_example_gen import layouts  # pylint: disable=g-import-not-at-top
+from components.movielens_example_gen.splits import SPLIT_METHODS  # pylint: disable=g-import-not-at-top
 from components.movielens_example_gen import synthetic  # pylint: disable=g-import-not-at-top
 from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
 from pipeline.errors import PipelineRunError, StoreInUseError  # pylint: disable=g-import-not-at-top
@@ -93,9 +94,11 @@ def _stage_one_lines(run) -> List[str]:
   try:
     evaluation = _props(run.output("RetrievalEvaluator", "evaluation"))
     lines.append(
-        f"  retrieval   unseen top-10 {evaluation['top_10_unseen']:.3f}, top-100 "
-        f"{evaluation['top_100_unseen']:.3f}; recall@10 {evaluation['recall_at_10']:.3f}, "
-        f"NDCG@10 {evaluation['ndcg_at_10']:.3f}: "
+        f"  retrieval   HR@10 {evaluation['hr_at_10']:.3f}, NDCG@10 "
+        f"{evaluation['ndcg_at_10']:.3f}, HR@100 {evaluation['hr_at_100']:.3f} (popularity "
+        f"{evaluation.get('popularity_hr_at_10', float('nan')):.3f} / "
+        f"{evaluation.get('popularity_ndcg_at_10', float('nan')):.3f} / "
+        f"{evaluation.get('popularity_hr_at_100', float('nan')):.3f}): "
         f"{_verdict(run.output('RetrievalEvaluator', 'blessing'))}")
     index = run.output("IndexBuilder", "index")
     info = _props(index)
@@ -118,24 +121,31 @@ def _stage_one_lines(run) -> List[str]:
   return lines
 
 
+def _given(**values):
+  """The flags the user passed (argparse default None): the rest keep PipelineConfig's
+  defaults, which live only there."""
+  return {name: value for name, value in values.items() if value is not None}
+
+
 def cmd_run(args) -> int:
   data_dir = resolve_data_dir(args.data_dir)
   cfg = config_lib.PipelineConfig(
       data_dir=data_dir,
       output_dir=args.output_dir or os.environ.get(config_lib.ENV_OUTPUT_DIR,
                                                    config_lib.DEFAULT_OUTPUT_DIR),
-      pipeline_name=args.pipeline_name, layout=args.layout, split_method=args.split,
-      train_fraction=args.train_fraction, split_seed=args.seed,
-      temporal_cutoff=args.temporal_cutoff, skip_bad_rows=args.skip_bad_rows,
+      pipeline_name=args.pipeline_name, layout=args.layout,
+      skip_bad_rows=args.skip_bad_rows,
       beam_mode=args.beam_mode, enable_cache=not args.no_cache,
       retrieval_hparams=_key_values(args.retrieval, "--retrieval"),
       **({"retrieval_thresholds": _key_values(args.retrieval_threshold, "--retrieval-threshold")}
          if args.retrieval_threshold else {}),
-      index_min_recall=args.index_min_recall,
       ranking_hparams=_key_values(args.ranking, "--ranking"),
-      ranking_rmse_bound=args.ranking_rmse_bound,
       span_pattern=args.span_pattern, rolling_spans=args.rolling_spans,
-      warm_start=args.warm_start)
+      warm_start=args.warm_start,
+      **_given(split_method=args.split, eval_per_user=args.eval_per_user,
+               train_fraction=args.train_fraction, split_seed=args.seed,
+               temporal_cutoff=args.temporal_cutoff, index_min_recall=args.index_min_recall,
+               ranking_rmse_bound=args.ranking_rmse_bound))
   print(f"Pipeline {cfg.pipeline_name}: {cfg.layout} data in {data_dir}; "
         f"Beam {cfg.beam_mode}; cache {'on' if cfg.enable_cache else 'off'}")
   from pipeline import progress  # pylint: disable=g-import-not-at-top
@@ -205,11 +215,12 @@ def _quiet_imports(args):
 
 def cmd_recommend(args) -> int:
   rec = _load_recommender(args)
-  result = rec.recommend(args.user, k=args.k, candidates=args.candidates)
+  result = rec.recommend(args.user, k=args.k, candidates=args.candidates, as_of=args.as_of)
   if args.json:
     print(json.dumps(result, indent=2))
     return 0
-  print(f"user {args.user}: {result['path']} (bundle {result['version']})")
+  as_of = f", as of {args.as_of}" if args.as_of is not None else ""
+  print(f"user {args.user}: {result['path']} (bundle {result['version']}{as_of})")
   columns = ["movie_id", "title", "genres", "retrieval_score", "ranking_score"]
   _print_items(result["items"], [c for c in columns
                                  if any(c in i for i in result["items"]) or c == "movie_id"])
@@ -366,8 +377,10 @@ def cmd_metrics(args) -> int:
     ret, idx, rank, push = (r.get("retrieval") or {}, r.get("index") or {},
                             r.get("ranking") or {}, r.get("pushed") or {})
     verdict = lambda d: "" if not d else ("yes" if d.get("blessed") else "NO")
-    return {"run_id": r["run_id"], "top10_unseen": ret.get("top_10_unseen"),
-            "top100_unseen": ret.get("top_100_unseen"), "ndcg@10": ret.get("ndcg_at_10"),
+    popularity = ret.get("popularity") or {}
+    return {"run_id": r["run_id"], "hr@10": ret.get("hr_at_10"),
+            "ndcg@10": ret.get("ndcg_at_10"), "hr@100": ret.get("hr_at_100"),
+            "pop_hr@10": popularity.get("hr_at_10"), "pop_ndcg@10": popularity.get("ndcg_at_10"),
             "retr_blessed": verdict(ret), "index_recall": idx.get("recall_at_10"),
             "index_blessed": verdict(idx), "rmse": rank.get("rmse"),
             "rank_blessed": verdict(rank),
@@ -413,10 +426,19 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("--pipeline-name", default=config_lib.DEFAULT_PIPELINE_NAME)
   run.add_argument("--layout", choices=sorted(layouts.LAYOUTS),
                    help="GroupLens layout (default: detected from the files)")
-  run.add_argument("--split", choices=["random", "temporal"], default="random")
-  run.add_argument("--train-fraction", type=float, default=0.8)
-  run.add_argument("--seed", type=int, default=42, help="seed of the random split")
-  run.add_argument("--temporal-cutoff", type=int, default=0,
+  defaults = config_lib.PipelineConfig.__dataclass_fields__
+  run.add_argument("--split", choices=SPLIT_METHODS, help="last: each user's latest "
+                   "ratings are eval (the next-item protocol); random: seeded 80/20 (the "
+                   "seed tutorials'); temporal: a global time cutoff (default: "
+                   f"{defaults['split_method'].default})")
+  run.add_argument("--eval-per-user", type=int, help="split last: how many of each user's "
+                   f"latest ratings are eval (default {defaults['eval_per_user'].default})")
+  run.add_argument("--train-fraction", type=float, help="split random: share of ratings "
+                   "in train; temporal: the time quantile of the cutoff "
+                   f"(default {defaults['train_fraction'].default})")
+  run.add_argument("--seed", type=int, help="seed of the random split "
+                   f"(default {defaults['split_seed'].default})")
+  run.add_argument("--temporal-cutoff", type=int,
                    help="unix seconds (temporal split); 0: the train-fraction time quantile")
   run.add_argument("--skip-bad-rows", action="store_true",
                    help="skip and count unusable rows instead of failing")
@@ -427,12 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrieval hyperparameter (modules/hparams.py), e.g. epochs=5; repeatable")
   run.add_argument("--retrieval-threshold", action="append", metavar="METRIC=MIN",
                    help="bless the retrieval model only if METRIC >= MIN (replaces the "
-                        "defaults), e.g. top_10_unseen=0.15; repeatable")
-  run.add_argument("--index-min-recall", type=float, default=0.95,
+                        "defaults), e.g. hr_at_10=0.15; repeatable")
+  run.add_argument("--index-min-recall", type=float,
                    help="bless the index only if its recall@10 vs exact search reaches this")
   run.add_argument("--ranking", action="append", metavar="NAME=VALUE",
                    help="ranking hyperparameter (modules/hparams.py), e.g. epochs=8; repeatable")
-  run.add_argument("--ranking-rmse-bound", type=float, default=1.0,
+  run.add_argument("--ranking-rmse-bound", type=float,
                    help="bless the ranking model only if its eval RMSE is below this")
   run.add_argument("--span-pattern", help="data in spans: sub-directories like "
                    "'span-{SPAN}' of --data-dir; the newest is ingested")
@@ -452,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
   rec.add_argument("--user", required=True)
   rec.add_argument("-k", type=int, default=10)
   rec.add_argument("--candidates", type=int, default=100, help="retrieved before ranking")
+  rec.add_argument("--as-of", type=int, metavar="UNIX_SECONDS", help="backtest: answer as "
+                   "of this time, from the user's ratings made before it only")
   rec.add_argument("--json", action="store_true")
   serving_args(rec)
   rec.set_defaults(func=cmd_recommend)

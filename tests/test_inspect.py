@@ -85,8 +85,8 @@ def test_metrics_side_by_side_with_blessings(capsys, store_args, pushed_run):
   rows = as_json(capsys, "metrics", *store_args)
   row = next(r for r in rows if r["run_id"] == first.run_id)
   evaluation = first.output("RetrievalEvaluator", "evaluation").custom_properties
-  assert row["retrieval"]["top_10_unseen"] == pytest.approx(
-      evaluation["top_10_unseen"].double_value)
+  assert row["retrieval"]["hr_at_10"] == pytest.approx(
+      evaluation["hr_at_10"].double_value)
   assert row["retrieval"]["blessed"] and row["index"]["blessed"] and row["ranking"]["blessed"]
   assert row["index"]["recall_at_10"] == 1.0
   assert 0.3 < row["ranking"]["rmse"] < 1.5

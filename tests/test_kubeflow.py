@@ -75,7 +75,7 @@ def test_runtime_parameters_and_beam_args(compiled):
   defaults = spec["runtimeConfig"]["parameters"]  # pipeline spec 2.0: typed Values
   assert defaults["data_dir"]["stringValue"] == "gs://my-bucket/ml-100k"
   assert defaults["index_min_recall"]["doubleValue"] == 0.95
-  assert json.loads(defaults["retrieval_thresholds"]["stringValue"])["top_10_unseen"] > 0
+  assert json.loads(defaults["retrieval_thresholds"]["stringValue"])["hr_at_10"] > 0
   assert json.loads(defaults["retrieval_hparams"]["stringValue"]) == {"epochs": 7}
   for trainer, parameter in (("RetrievalTrainer", "retrieval_hparams"),
                              ("RankingTrainer", "ranking_hparams")):

@@ -59,7 +59,16 @@ def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(pushed_run, sy
   n_train = examples.custom_properties["num_examples_train"].int_value
   n_eval = examples.custom_properties["num_examples_eval"].int_value
   assert n_train + n_eval == len(synthetic_data.ratings)
-  assert 0.75 < n_train / (n_train + n_eval) < 0.85
+  # The default split holds out each user's latest rating (ties by movie id).
+  assert examples.custom_properties["split_method"].string_value == "last"
+  latest = {}
+  for r in synthetic_data.ratings:
+    latest[r.user_id] = max(latest.get(r.user_id, (0, "")), (r.timestamp, r.movie_id))
+  held_out = {(e.features.feature[F.USER_ID].bytes_list.value[0].decode(),
+               (e.features.feature[F.TIMESTAMP].int64_list.value[0],
+                e.features.feature[F.MOVIE_ID].bytes_list.value[0].decode()))
+              for e in read_examples(examples.uri, "eval")}
+  assert held_out == set(latest.items()) and n_eval == len(latest)
   train = read_examples(examples.uri, "train")
   assert len(train) == n_train
   assert set(train[0].features.feature) == set(F.RATING_FEATURES) | set(F.USER_DEMOGRAPHIC_FEATURES)
@@ -75,7 +84,8 @@ def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(pushed_run, sy
 
   # Stage one: the model learnt the synthetic taste structure, was blessed, indexed, pushed.
   evaluation = props(first.output("RetrievalEvaluator", "evaluation"))
-  assert evaluation["top_10_unseen"] > 0.3  # popularity-level ranking gets about 0.15 here
+  assert evaluation["hr_at_10"] > evaluation["popularity_hr_at_10"] + 0.1
+  assert evaluation["eval_users"] == len(latest)
   assert props(first.output("RetrievalEvaluator", "blessing"))["blessed"] == 1
   index = first.output("IndexBuilder", "index")
   assert props(index)["num_candidates"] == len(synthetic_data.movies)
@@ -120,14 +130,24 @@ def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(pushed_run, sy
 
   # An impossible threshold: the model is not blessed, nothing new is pushed.
   strict = PipelineConfig(data_dir=synthetic_dir, output_dir=config.output_dir,
-                          **{**fast_pipeline, "retrieval_thresholds": {"top_10_unseen": 1.01}})
+                          **{**fast_pipeline, "retrieval_thresholds": {"hr_at_10": 1.01}})
   third = local_runner.run(strict, out=io.StringIO()).run
   blessing = props(third.output("RetrievalEvaluator", "blessing"))
-  assert blessing["blessed"] == 0 and "top_10_unseen" in blessing["reasons"]
+  assert blessing["blessed"] == 0 and "hr_at_10" in blessing["reasons"]
   not_pushed = props(third.output("BundlePusher", "pushed_model"))
   assert not_pushed["pushed"] == 0 and "model_blessing" in not_pushed["not_pushed_reason"]
   assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
   assert load_latest_bundle(config.serving_dir).version == pushed["pushed_version"]
+
+  # The popularity reference the other way: an untrained model (learning rate 0) does not
+  # beat popularity on the same rows, and the refusal names that check.
+  untrained = PipelineConfig(data_dir=synthetic_dir, output_dir=config.output_dir,
+                             **{**fast_pipeline, "retrieval_thresholds": {},
+                                "retrieval_hparams": {"epochs": 1, "learning_rate": 0.0}})
+  fifth = local_runner.run(untrained, out=io.StringIO()).run
+  blessing = props(fifth.output("RetrievalEvaluator", "blessing"))
+  assert blessing["blessed"] == 0 and "vs popularity" in blessing["reasons"], blessing
+  assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
 
   # The ranking bound the other way: an RMSE bound no model meets blocks the push too.
   strict_ranking = PipelineConfig(data_dir=synthetic_dir, output_dir=config.output_dir,
@@ -160,9 +180,10 @@ def test_real_ml_100k_run(tmp_path):
   data_dir = os.environ.get("MOVIELENS_DATA_DIR")
   if not data_dir:
     pytest.skip("MOVIELENS_DATA_DIR not set (CI sets it to ../shared/data/ml-100k)")
-  # Real data, default thresholds; fewer retrieval epochs than the default, to keep CI short.
+  # Real data, default thresholds; fewer retrieval epochs and one ranking network instead
+  # of the default ensemble, to keep CI short.
   config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"),
-                          retrieval_hparams={"epochs": 5})
+                          retrieval_hparams={"epochs": 5}, ranking_hparams={"ensemble_size": 1})
   run = local_runner.run(config, out=io.StringIO()).run
   assert run.count("COMPLETE") == len(COMPONENTS)
   examples = run.output("MovieLensExampleGen", "examples").custom_properties
@@ -176,4 +197,47 @@ def test_real_ml_100k_run(tmp_path):
   assert len(retriever.users) == 943
   assert len(retriever.recommend("1", k=10, exclude_rated=True)) == 10
   rmse = ranking_eval_config.load_metrics(run.output("RankingEvaluator", "evaluation").uri)[""]
-  assert rmse[ranking_eval_config.RMSE] < 1.0
+  assert rmse[ranking_eval_config.RMSE] < PipelineConfig.ranking_rmse_bound
+  check_histories_are_causal(run, data_dir)
+
+
+def check_histories_are_causal(run, data_dir):
+  """On the real run's transformed rows, every history the Trainer, the evaluation
+  signature and the recall queries would build (the one `with_history` they share) holds
+  only ratings made strictly before the example, and all of them (up to history_max):
+  counted independently from u.data."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  from modules import retrieval_model, retrieval_trainer, transformed_data  # pylint: disable=g-import-not-at-top
+  from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
+  tft_output = tft.TFTransformOutput(run.output("Transform", "transform_graph").uri)
+  spec = tft_output.transformed_feature_spec()
+  files = lambda split: os.path.join(run.output("Transform", "transformed_examples").uri,
+                                     f"Split-{split}", "*")
+  table = retrieval_trainer.history_table(
+      transformed_data.columns(files("train"), spec, retrieval_trainer.ID_COLUMNS),
+      transformed_data.categorical_sizes(tft_output))
+  history_max = RetrievalHParams().history_max
+  # Independently: each user's rating times from the raw file; the last one is eval.
+  times = collections.defaultdict(list)
+  with open(os.path.join(data_dir, "u.data")) as f:
+    for line in f:
+      user, _, _, timestamp = line.split("\t")
+      times[user].append(int(timestamp))
+  times = {user: np.array(t) for user, t in times.items()}
+  vocab = [u.decode() for u in tft_output.vocabulary_by_name(F.VOCABULARY_NAMES[F.USER_ID])]
+  checked = 0
+  for split in ("train", "eval"):
+    for batch in transformed_data.dataset(files(split), spec, 4096, cache=False):
+      with_history = retrieval_model.with_history(batch, table, history_max)
+      seconds = batch[retrieval_model.QUERY_SECONDS_FEATURE].numpy().reshape(-1)
+      users = batch[retrieval_model.QUERY_ID_FEATURE].numpy().reshape(-1)
+      for row, history_seconds in enumerate(
+          with_history[retrieval_model.HISTORY_SECONDS_FEATURE].to_list()):
+        assert all(h < seconds[row] for h in history_seconds), (split, row)
+        # Every rating before a row is a training rating (the eval one is each user's last).
+        earlier = int((times[vocab[users[row]]] < seconds[row]).sum())
+        assert len(history_seconds) == min(earlier, history_max), (split, row)
+        checked += 1
+  assert checked == 100_000

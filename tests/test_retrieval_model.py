@@ -80,7 +80,7 @@ def test_the_examples_own_rating_is_not_in_its_history():
 
 
 def test_sequence_encoder_reads_order_and_ignores_padding():
-  hp = RetrievalHParams(output_dim=8, history_time_scales=(), dropout=0.0)
+  hp = RetrievalHParams(output_dim=8, history_time_scales=(), dropout=0.0, sequence_length=5)
   users, movies = np.array([0]), np.array([3])
   model = rm.build(SIZES, AVAILABLE, hp, rm.movie_probabilities(movies, N_MOVIES),
                    history_for(users, movies))
