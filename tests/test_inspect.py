@@ -87,6 +87,10 @@ def test_metrics_side_by_side_with_blessings(capsys, store_args, pushed_run):
   evaluation = first.output("RetrievalEvaluator", "evaluation").custom_properties
   assert row["retrieval"]["hr_at_10"] == pytest.approx(
       evaluation["hr_at_10"].double_value)
+  # Popularity, the reference the model had to beat, is shown beside it.
+  assert row["retrieval"]["popularity"]["ndcg_at_10"] == pytest.approx(
+      evaluation["popularity_ndcg_at_10"].double_value)
+  assert row["retrieval"]["ndcg_at_10"] > row["retrieval"]["popularity"]["ndcg_at_10"]
   assert row["retrieval"]["blessed"] and row["index"]["blessed"] and row["ranking"]["blessed"]
   assert row["index"]["recall_at_10"] == 1.0
   assert 0.3 < row["ranking"]["rmse"] < 1.5
@@ -141,6 +145,7 @@ def test_report_renders_in_headless_chromium(capsys, tmp_path, store_args, pushe
       'xmlns="http://www.w3.org/2000/svg"', "")  # self-contained: nothing to fetch
   for component in ("RetrievalTrainer", "IndexBuilder", "RankingEvaluator", "BundlePusher"):
     assert component in page
+  assert "<th>popularity</th>" in page and "ndcg_at_10" in page  # the reference row's column
 
   browser = chromium()
   profile = ["--user-data-dir=" + str(tmp_path / "profile")]

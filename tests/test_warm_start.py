@@ -39,7 +39,7 @@ def built_model(seed):
   hp = RetrievalHParams(output_dim=8, id_embedding_dim=8, seed=seed)
   users, movies = tiny.tiny_data()
   model = rm.build(tiny.SIZES, tiny.AVAILABLE, hp, rm.movie_probabilities(movies, tiny.N_MOVIES),
-                   tiny.history_for(users, movies, hp))
+                   tiny.history_for(users, movies))
   model.compute_loss(tiny.batch(users[:16], movies[:16]))
   return model
 
