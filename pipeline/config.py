@@ -62,6 +62,9 @@ class PipelineConfig:
   retrieval_thresholds: Dict[str, float] = dataclasses.field(
       default_factory=lambda: dict(DEFAULT_RETRIEVAL_THRESHOLDS))
   max_regression: float = 0.01  # allowed drop of a thresholded metric vs the last blessed
+  # Bless only a model that beats popularity (scored in the same execution) on HR@10 and
+  # NDCG@10. Off only where too few users are evaluated to tell (a few dozen).
+  retrieval_must_beat_popularity: bool = True
   index_min_recall: float = 0.95  # recall@10 against exact search
   # Catalogues smaller than this get brute-force search; None: scann_index's default.
   index_exact_below: Optional[int] = None

@@ -174,7 +174,8 @@ def create_pipeline(
       examples=example_gen.outputs["examples"],
       candidates=example_gen.outputs["candidates"],
       thresholds=runtime.get("retrieval_thresholds", config.retrieval_thresholds),
-      max_regression=runtime.get("retrieval_max_regression", config.max_regression))
+      max_regression=runtime.get("retrieval_max_regression", config.max_regression),
+      must_beat_popularity=config.retrieval_must_beat_popularity)
   index_builder = IndexBuilder(
       model=retrieval_trainer_.outputs["model"],
       candidates=example_gen.outputs["candidates"],

@@ -24,6 +24,7 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
   PARAMETERS = {
       executor.THRESHOLDS_KEY: component_spec.ExecutionParameter(type=str),
       executor.MAX_REGRESSION_KEY: component_spec.ExecutionParameter(type=float),
+      executor.MUST_BEAT_POPULARITY_KEY: component_spec.ExecutionParameter(type=int),
   }
   INPUTS = {
       executor.MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
@@ -51,6 +52,8 @@ class RetrievalEvaluator(base_component.BaseComponent):
     thresholds: metric name → minimum, e.g. {"hr_at_100": 0.5}; see metrics.py.
     baseline_model: the last blessed retrieval Model (optional).
     max_regression: largest allowed drop of a thresholded metric below the baseline's.
+    must_beat_popularity: bless only a model above popularity (scored on the same rows)
+      on evaluate.REFERENCE_METRICS.
   """
 
   SPEC_CLASS = RetrievalEvaluatorSpec
@@ -60,7 +63,8 @@ class RetrievalEvaluator(base_component.BaseComponent):
                candidates: types.BaseChannel,
                thresholds: Union[Dict[str, float], data_types.RuntimeParameter],
                baseline_model: Optional[types.BaseChannel] = None,
-               max_regression: Union[float, data_types.RuntimeParameter] = 0.0):
+               max_regression: Union[float, data_types.RuntimeParameter] = 0.0,
+               must_beat_popularity: bool = True):
     if isinstance(thresholds, dict):
       thresholds = json.dumps(thresholds, sort_keys=True)
     if not isinstance(max_regression, data_types.RuntimeParameter):
@@ -68,5 +72,6 @@ class RetrievalEvaluator(base_component.BaseComponent):
     super().__init__(spec=RetrievalEvaluatorSpec(
         model=model, baseline_model=baseline_model, examples=examples,
         candidates=candidates, thresholds=thresholds, max_regression=max_regression,
+        must_beat_popularity=int(must_beat_popularity),
         evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
         blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -26,6 +26,7 @@ EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
 THRESHOLDS_KEY = "thresholds"
 MAX_REGRESSION_KEY = "max_regression"
+MUST_BEAT_POPULARITY_KEY = "must_beat_popularity"
 METRICS_FILE = "metrics.json"
 POPULARITY_PREFIX = "popularity_"  # the reference row's metrics on the evaluation artifact
 
@@ -66,7 +67,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       baseline_metrics = evaluate.evaluate_model(embedded["baseline"], data)
     decision = blessing_lib.decide(
         metrics, thresholds, baseline_metrics, max_regression,
-        reference={name: popularity[name] for name in evaluate.REFERENCE_METRICS},
+        reference={name: popularity[name] for name in evaluate.REFERENCE_METRICS
+                   if int(exec_properties.get(MUST_BEAT_POPULARITY_KEY, 1))},
         reference_name="popularity")
     logging.info("RetrievalEvaluator: %s; %s", "BLESSED" if decision.blessed else
                  "NOT BLESSED", "; ".join(decision.reasons))
