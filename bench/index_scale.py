@@ -50,7 +50,8 @@ def main(argv=None) -> int:
   rng = np.random.default_rng(args.seed)
   users = sorted(retriever.users)
   users = [users[i] for i in rng.choice(len(users), min(args.queries, len(users)), replace=False)]
-  queries = np.stack([retriever.embed(u) for u in users]).astype(np.float32)
+  queries = np.stack([retriever.embed_inputs(retriever.query_inputs(u))
+                      for u in users]).astype(np.float32)
 
   scales = rng.uniform(0.0, 1.0, size=(args.copies, len(movies), 1)).astype(np.float32)
   candidates = np.concatenate([movies[None], movies[None] * scales]).reshape(-1, movies.shape[1])
