@@ -66,3 +66,20 @@ def test_ndcg_stops_at_rank_ten():
   at = lambda movie: metrics.next_item(lambda rows: scores, np.array([movie]), none)
   assert at(9)["ndcg_at_10"] == pytest.approx(1 / math.log2(11))
   assert at(10)["ndcg_at_10"] == 0.0 and at(10)["hr_at_50"] == 1.0
+
+
+def test_popularity_counts_only_ratings_made_before_each_eval_rating():
+  from components.retrieval_evaluator import evaluate  # pylint: disable=g-import-not-at-top
+  from components.retrieval_evaluator.eval_set import EvalSet  # pylint: disable=g-import-not-at-top
+  # Training ratings (movie, second): movie 0 at 10 and 20, movie 1 at 30, 40 and 50.
+  items, seconds = np.array([0, 0, 1, 1, 1]), np.array([10, 20, 30, 40, 50])
+  data = EvalSet(catalogue_ids=np.array(["a", "b", "c"]), catalogue_serialized=[],
+                 eval_serialized=[], eval_users=np.array([0, 0, 0]), eval_items=np.array([2, 2, 2]),
+                 eval_seconds=np.array([30, 10, 51]), user_ids=["u"],
+                 user_train_items=[items], user_train_seconds=[seconds],
+                 train_items=items, train_seconds=seconds, user_query_serialized=[b""],
+                 dropped_eval_rows=0)
+  scores = evaluate.popularity_before(data, np.arange(3))
+  # At second 30 the rating made at 30 is not yet counted; at 10 nothing is.
+  np.testing.assert_array_equal(scores, [[2, 0, 0], [0, 0, 0], [2, 3, 0]])
+  assert [list(e) for e in data.seen_before(np.arange(3))] == [[0, 0], [], [0, 0, 1, 1, 1]]

@@ -67,8 +67,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       baseline_metrics = evaluate.evaluate_model(embedded["baseline"], data)
     decision = blessing_lib.decide(
         metrics, thresholds, baseline_metrics, max_regression,
-        reference={name: popularity[name] for name in evaluate.REFERENCE_METRICS
-                   if int(exec_properties.get(MUST_BEAT_POPULARITY_KEY, 1))},
+        reference=({name: popularity[name] for name in evaluate.REFERENCE_METRICS}
+                   if int(exec_properties.get(MUST_BEAT_POPULARITY_KEY, 1)) else None),
         reference_name="popularity")
     logging.info("RetrievalEvaluator: %s; %s", "BLESSED" if decision.blessed else
                  "NOT BLESSED", "; ".join(decision.reasons))
