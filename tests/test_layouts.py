@@ -112,3 +112,43 @@ def test_duplicate_movie_id_names_file_and_line(tmp_path, synthetic_data):
   _append(movies_file, "1::Again (1990)::Drama\n")
   with pytest.raises(layouts.MovieLensDataError, match=rf"movies.dat:{n_lines + 1}: movie id 1 appears twice"):
     read_all(data_dir)
+
+
+def test_headerless_ratings_csv_keeps_its_first_rating_with_a_warning(tmp_path, synthetic_data,
+                                                                      caplog):
+  data_dir = synthetic.write(synthetic_data, str(tmp_path), "ml-latest")
+  ratings_file = os.path.join(data_dir, "ratings.csv")
+  lines = open(ratings_file, encoding="utf-8").read().splitlines()
+  open(ratings_file, "w", encoding="utf-8").write("\n".join(lines[1:]) + "\n")  # no header
+  with caplog.at_level("WARNING", logger="movrec.data"):
+    _, _, _, ratings, bad = read_all(data_dir)
+  assert ratings == synthetic_data.ratings and bad.total == 0
+  assert "ratings.csv:1: expected a header row" in caplog.text
+
+
+def test_utf8_movie_file_where_latin1_is_expected_is_read_as_utf8_with_a_warning(
+    tmp_path, synthetic_data, caplog):
+  data_dir = synthetic.write(synthetic_data, str(tmp_path), "ml-100k")
+  movies_file = os.path.join(data_dir, "u.item")
+  lines = open(movies_file, encoding="latin-1").read().splitlines()
+  fields = lines[0].split("|")
+  fields[1] = "Café Society (1995)"
+  lines[0] = "|".join(fields)
+  open(movies_file, "w", encoding="utf-8").write("\n".join(lines) + "\n")
+  with caplog.at_level("WARNING", logger="movrec.data"):
+    _, movies, _, _, _ = read_all(data_dir)
+  assert movies[fields[0]].title == "Café Society (1995)"
+  assert "u.item:1: expected latin-1" in caplog.text
+  # A real latin-1 file (é as one byte) is unchanged and says nothing.
+  open(movies_file, "w", encoding="latin-1").write("\n".join(lines) + "\n")
+  caplog.clear()
+  with caplog.at_level("WARNING", logger="movrec.data"):
+    _, movies, _, _, _ = read_all(data_dir)
+  assert movies[fields[0]].title == "Café Society (1995)" and not caplog.text
+
+
+def test_empty_users_file_is_an_error_not_a_skipped_check(tmp_path, synthetic_data):
+  data_dir = synthetic.write(synthetic_data, str(tmp_path), "ml-1m")
+  open(os.path.join(data_dir, "users.dat"), "w").close()
+  with pytest.raises(layouts.MovieLensDataError, match=r"users.dat: no users could be read"):
+    read_all(data_dir)

@@ -242,3 +242,17 @@ def check_histories_are_causal(run, data_dir):
       np.testing.assert_array_equal(lengths, np.minimum(earlier, history_max), split)
       checked += len(seconds)
   assert checked == 100_000
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("split", ["temporal", "last"])
+def test_an_empty_ratings_file_stops_the_run_with_its_name(tmp_path, synthetic_data, split,
+                                                           fast_pipeline):
+  data_dir = synthetic.write(synthetic_data, str(tmp_path / "data"))
+  open(os.path.join(data_dir, "u.data"), "w").close()
+  config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"),
+                          split_method=split, **fast_pipeline)
+  with pytest.raises(PipelineRunError) as err:
+    local_runner.run(config, out=io.StringIO())
+  assert err.value.component == "MovieLensExampleGen"
+  assert "u.data: no ratings could be read" in str(err.value)

@@ -122,7 +122,8 @@ def _temporal_cutoff(ratings: beam.PCollection, train_fraction: float) -> beam.p
       ratings
       | "Timestamps" >> beam.Map(lambda r: r.timestamp)
       | "Quantiles" >> beam.ApproximateQuantiles.Globally(101)
-      | "Cutoff" >> beam.Map(lambda q: q[round(train_fraction * 100)]))
+      # No ratings: no quantiles; the empty splits are reported by Executor._record.
+      | "Cutoff" >> beam.Map(lambda q: q[round(train_fraction * 100)] if q else 0))
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -217,6 +218,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     """Checks the splits are usable and records counts on the artifacts."""
     n_train = counters.get(f"examples:{F.TRAIN_SPLIT}", 0)
     n_eval = counters.get(f"examples:{F.EVAL_SPLIT}", 0)
+    if not n_train and not n_eval:
+      raise layouts.MovieLensDataError(
+          f"{layout.path(data_dir, layout.ratings_file)}: no ratings could be read; expected "
+          "at least one rating per line (user id, movie id, rating, timestamp)" +
+          (f" ({bad_rows.total} bad rows skipped)" if bad_rows.total else "") + ".")
     if not n_train or not n_eval:
       raise layouts.MovieLensDataError(
           f"{data_dir}: the {split_method} split left {n_train} train and {n_eval} eval "

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import os
 import re
 from collections import Counter
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
+
+
+log = logging.getLogger("movrec.data")
 
 
 class MovieLensDataError(ValueError):
@@ -124,15 +128,24 @@ def _open_binary(path: str):
 
 def read_lines(path: str, encoding: str, bad_rows: BadRows,
                skip_header: bool = False) -> Iterator[Tuple[int, str]]:
-  """Yields (1-based line number, decoded line without its newline); skips blank lines."""
+  """Yields (1-based line number, decoded line without its newline); skips blank lines.
+
+  skip_header: the first line is a header, unless it starts with a digit (a data row:
+  read, with a warning, rather than a rating silently lost). A latin-1 file whose
+  non-ASCII lines are valid UTF-8 is a UTF-8 file: those lines are read as UTF-8, with
+  one warning per file, instead of becoming mojibake ("CafÃ©")."""
   try:
     handle = _open_binary(path)
   except (OSError, IOError) as e:
     raise MovieLensDataError(f"{path}: cannot be opened ({e}).") from e
+  warned_utf8 = False
   with handle:
     for line_no, raw in enumerate(handle, start=1):
       if skip_header and line_no == 1:
-        continue
+        if not raw.lstrip()[:1].isdigit():
+          continue
+        log.warning("%s:1: expected a header row (e.g. userId,movieId,...), found data; "
+                    "reading it as data", path)
       try:
         line = raw.decode(encoding)
       except UnicodeDecodeError as e:
@@ -140,6 +153,15 @@ def read_lines(path: str, encoding: str, bad_rows: BadRows,
                         f"bytes {raw[max(0, e.start - 10):e.end + 10]!r} are not valid "
                         f"{encoding}; expected a {encoding}-encoded file.")
         continue
+      if encoding == "latin-1" and not raw.isascii():
+        try:
+          line = raw.decode("utf-8")
+          if not warned_utf8:
+            log.warning("%s:%d: expected latin-1 (the GroupLens release's encoding), found "
+                        "UTF-8; reading the file's non-ASCII lines as UTF-8", path, line_no)
+            warned_utf8 = True
+        except UnicodeDecodeError:
+          pass  # real latin-1
       line = line.rstrip("\r\n")
       if line.strip():
         yield line_no, line
@@ -338,9 +360,14 @@ def read_users(layout: Layout, data_dir: str, bad_rows: BadRows) -> Dict[str, Us
   path = layout.path(data_dir, layout.users_file)
   what = ("user id|age|gender|occupation|zip code" if layout.name == "ml-100k"
           else "user id::gender::age code::occupation code::zip code")
-  return _unique_by_id(
+  users = _unique_by_id(
       _records(layout, path, layout.separator, layout.user_fields, layout.parse_user,
                what, bad_rows), lambda u: u.user_id, "user", path, bad_rows)
+  if not users:  # else every rating's user check would be skipped
+    raise MovieLensDataError(f"{path}: no users could be read; expected one user per line "
+                             f"({what}), or no {layout.users_file} at all for data without "
+                             "demographics.")
+  return users
 
 
 def read_ratings(layout: Layout, data_dir: str, movies: Dict[str, Movie],
