@@ -79,6 +79,9 @@ class RetrievalHParams(_FromDict):
   output_dim: int = 64  # both towers end in this dimension
   l2: float = 0.0  # L2 penalty on every embedding table and dense kernel
   dropout: float = 0.3  # on each tower's concatenated inputs, in training
+  # Probability that a demographic feature (gender, occupation, zip prefix) is replaced by
+  # "unknown" in training: a cold-start request may leave any of them out.
+  demographic_dropout: float = 0.1
   normalize: bool = True  # L2-normalise tower outputs (cosine similarity / temperature)
   temperature: float = 0.05  # logits are divided by it
   logq_correction: bool = True  # subtract log of the movie's sampling probability
@@ -89,6 +92,12 @@ class RetrievalHParams(_FromDict):
   optimizer: str = "adam"  # adam | adagrad | sgd
   learning_rate: float = 0.005
   seed: int = 42
+  # Each user's newest training ratings (at most this many, at most half of theirs) not
+  # trained on, so that a second stage can learn to re-order this model's candidates for
+  # them out of sample, as they are at serving time (modules/ranking_holdout.py,
+  # bench/ranking_quality.py). 0 (the default): none; no second stage has earned a place
+  # in the served ordering yet (BENCHMARKS.md, "Ranking").
+  holdout_per_user: int = 0
 
 
 def make_optimizer(name: str, learning_rate: float):

@@ -24,6 +24,7 @@ import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
 
 from modules import features as F  # pylint: disable=g-import-not-at-top
 from modules import ranking_model  # pylint: disable=g-import-not-at-top
+from modules import training_progress  # pylint: disable=g-import-not-at-top
 from modules import transformed_data  # pylint: disable=g-import-not-at-top
 from modules import warm_start  # pylint: disable=g-import-not-at-top
 from modules.hparams import RankingHParams, overrides_from  # pylint: disable=g-import-not-at-top
@@ -60,8 +61,10 @@ def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=
     if base_model:
       member(transformed_data.sample_batch(train_files, spec))  # creates the variables
       warm.append(warm_start.restore(base_model, {f"member_{i}": member.core}, tft_output))
-    callbacks = ([tf.keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, f"member_{i}"))]
-                 if log_dir else [])
+    callbacks = [training_progress.epoch_callback("RankingTrainer", hparams.epochs, len(labels),
+                                                  i + 1, hparams.ensemble_size)]
+    if log_dir:
+      callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, f"member_{i}")))
     histories.append(member.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
                                 callbacks=callbacks, verbose=0).history)
     members.append(member)

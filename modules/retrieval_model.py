@@ -44,6 +44,10 @@ QUERY_ID_FEATURE = _xf(F.USER_ID)
 QUERY_CATEGORICAL = (_xf(F.USER_GENDER), _xf(F.USER_OCCUPATION), _xf(F.USER_ZIP_PREFIX),
                      _xf(F.USER_AGE_BUCKET), _xf(F.TIMESTAMP_BUCKET))
 QUERY_NUMERIC = (_xf(F.USER_AGE), _xf(F.TIMESTAMP))
+# Replaced by their unknown (out-of-vocabulary) id in training with probability
+# RetrievalHParams.demographic_dropout, so that the model has learnt what "not given"
+# means when a request leaves one out (serving/retriever.py sends "" for it).
+QUERY_DROPPABLE = (_xf(F.USER_GENDER), _xf(F.USER_OCCUPATION), _xf(F.USER_ZIP_PREFIX))
 HISTORY_FEATURE = _xf(F.USER_HISTORY)  # ragged movie ids, newest first; built, not Transform's
 HISTORY_SECONDS_FEATURE = _xf(F.USER_HISTORY_TIMESTAMPS)  # ragged, aligned: when rated
 QUERY_SECONDS_FEATURE = _xf(F.TIMESTAMP_SECONDS)  # when the query happens (unix seconds)
@@ -179,6 +183,9 @@ class Tower(tf.keras.Model):
     self.id_embedding = embedding(id_feature, hparams.id_embedding_dim) if use_id else None
     self.embeddings = {name: embedding(name, hparams.feature_embedding_dim)
                        for name in categorical}
+    # Vocabulary features' unknown id is the last one (their single OOV bucket).
+    self.droppable = {name: sizes[name] - 1 for name in categorical if name in QUERY_DROPPABLE}
+    self.feature_dropout = hparams.demographic_dropout
     self.bags = {name: warm_start.tag(BagEmbedding(
         sizes[name], hparams.feature_embedding_dim, l2=hparams.l2, name=name), name)
                  for name in bags}
@@ -235,6 +242,12 @@ class Tower(tf.keras.Model):
     pooled = totals / tf.maximum(norms, 1e-9)[:, :, None]
     return tf.reshape(pooled, [batch, pools * embedded.shape[1]])  # static width
 
+  def _maybe_unknown(self, name, ids, training):
+    if not (training and self.feature_dropout and name in self.droppable):
+      return ids
+    drop = tf.random.uniform(tf.shape(ids)) < self.feature_dropout
+    return tf.where(drop, tf.cast(self.droppable[name], ids.dtype), ids)
+
   def call(self, features, training=False):
     parts = []
     if self.id_embedding is not None:
@@ -245,7 +258,8 @@ class Tower(tf.keras.Model):
       parts.append(self.sequence(features[HISTORY_FEATURE], features[HISTORY_SECONDS_FEATURE],
                                  tf.cast(features[QUERY_SECONDS_FEATURE], tf.int64),
                                  training=training))
-    parts += [layer(_flat(features[name])) for name, layer in sorted(self.embeddings.items())]
+    parts += [layer(self._maybe_unknown(name, _flat(features[name]), training))
+              for name, layer in sorted(self.embeddings.items())]
     parts += [layer(features[name]) for name, layer in sorted(self.bags.items())]
     parts += [tf.reshape(tf.cast(features[name], tf.float32), [-1, 1]) for name in self.numeric]
     x = tf.concat(parts, axis=1)

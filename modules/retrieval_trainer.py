@@ -16,8 +16,10 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
 
 from modules import movie_table  # pylint: disable=g-import-not-at-top
+from modules import ranking_holdout  # pylint: disable=g-import-not-at-top
 from modules import retrieval_export  # pylint: disable=g-import-not-at-top
 from modules import retrieval_model  # pylint: disable=g-import-not-at-top
+from modules import training_progress  # pylint: disable=g-import-not-at-top
 from modules import transformed_data  # pylint: disable=g-import-not-at-top
 from modules import user_history  # pylint: disable=g-import-not-at-top
 from modules import warm_start  # pylint: disable=g-import-not-at-top
@@ -62,24 +64,36 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
         retrieval_model.CANDIDATE_BAGS + retrieval_model.CANDIDATE_NUMERIC),
         retrieval_model.CANDIDATE_ID_FEATURE)
   model = retrieval_model.build(sizes, list(spec), hparams, probabilities, history, movies)
-  train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
-                                      seed=hparams.seed)
+  # The newest ratings of each user are left to the ranking stage (it learns from this
+  # model's candidates for them, which must not have been trained on).
+  cutoffs = ranking_holdout.holdout_cutoffs(
+      ids[retrieval_model.QUERY_ID_FEATURE], ids[retrieval_model.QUERY_SECONDS_FEATURE],
+      hparams.holdout_per_user, sizes[retrieval_model.QUERY_ID_FEATURE])
+  train_ds = transformed_data.dataset(
+      train_files, spec, hparams.batch_size, shuffle=True, seed=hparams.seed,
+      keep=transformed_data.before_cutoffs(cutoffs, retrieval_model.QUERY_ID_FEATURE,
+                                           retrieval_model.QUERY_SECONDS_FEATURE))
+  trained_on = int((ids[retrieval_model.QUERY_SECONDS_FEATURE] <
+                    cutoffs[ids[retrieval_model.QUERY_ID_FEATURE]]).sum())
   eval_ds = transformed_data.dataset(eval_files, spec, hparams.batch_size)
   warm = None
   if base_model:
     model.compute_loss(transformed_data.sample_batch(train_files, spec))  # creates variables
     warm = warm_start.restore(base_model, _towers(model), tft_output)
     warm["base_model"] = base_model
-  callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")] if log_dir else []
+  callbacks = [training_progress.epoch_callback("RetrievalTrainer", hparams.epochs, trained_on)]
+  if log_dir:
+    callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
   started = time.monotonic()
   history = model.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
                       callbacks=callbacks, verbose=0)
   seconds = time.monotonic() - started
   summary = {
-      "train_examples": int(len(movie_ids)),
+      "train_examples": trained_on,
+      "held_out_for_ranking": int(len(movie_ids)) - trained_on,
       "epochs": hparams.epochs,
       "train_seconds": round(seconds, 2),
-      "examples_per_second": round(len(movie_ids) * hparams.epochs / seconds, 1),
+      "examples_per_second": round(trained_on * hparams.epochs / seconds, 1),
       "final_loss": float(history.history["loss"][-1]),
       "final_eval_loss": float(history.history["val_loss"][-1]),
       "hparams": hparams.to_dict(),

@@ -23,8 +23,9 @@ def expand(patterns: Union[str, Iterable[str]]) -> List[str]:
 
 
 def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed: int = 0,
-            cache: bool = True, label_key: str = None) -> tf.data.Dataset:
-  """Batches of transformed features (dicts of dense / sparse tensors).
+            cache: bool = True, label_key: str = None, keep=None) -> tf.data.Dataset:
+  """Batches of transformed features (dicts of dense / sparse tensors); with `keep`
+  (parsed example -> scalar bool tensor), only the examples it accepts.
 
   The parsed data is cached in memory after the first epoch; shuffling happens after
   the cache, so each epoch sees a new order.
@@ -32,6 +33,8 @@ def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed
   ds = tf.data.TFRecordDataset(expand(patterns), compression_type="GZIP")
   ds = ds.batch(4096).map(lambda x: tf.io.parse_example(x, feature_spec),
                           num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+  if keep is not None:
+    ds = ds.filter(keep)
   if cache:
     ds = ds.cache()
   if shuffle:
@@ -40,6 +43,17 @@ def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed
   if label_key:  # (features, label) pairs for Keras' compiled losses
     ds = ds.map(lambda f: ({k: v for k, v in f.items() if k != label_key}, f[label_key]))
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def before_cutoffs(cutoffs: np.ndarray, user_key: str, seconds_key: str):
+  """A `keep` for `dataset`: examples made before their user's cutoff (unix seconds by
+  user id, e.g. modules/ranking_holdout.holdout_cutoffs)."""
+  table = tf.constant(cutoffs, tf.int64)
+
+  def keep(example):
+    user = tf.reshape(tf.cast(example[user_key], tf.int64), [])
+    return tf.reshape(example[seconds_key], []) < tf.gather(table, user)
+  return keep
 
 
 def sample_batch(patterns, feature_spec, size: int = 16):

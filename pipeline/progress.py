@@ -2,7 +2,9 @@
 
 TFX, Beam and TensorFlow log a great deal, partly from C++ straight to file descriptor 2.
 During a run, Python logging and fd 2 both go to a log file; the LocalDagRunner's own
-"Component X is running / is finished" records become progress lines on stdout.
+"Component X is running / is finished" records become progress lines on stdout, the
+Trainers' epoch records (modules/training_progress.py) lines under them, and on a
+terminal a ticker says every `tick_seconds` which component is running and for how long.
 """
 
 import contextlib
@@ -10,8 +12,11 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from typing import Dict, Iterator, Optional, TextIO
+
+from modules import training_progress
 
 _RUNNING = re.compile(r"^Component (\S+) is running\.$")
 _FINISHED = re.compile(r"^Component (\S+) is finished\.$")
@@ -28,6 +33,7 @@ class ProgressReporter(logging.Handler):
     self._current: Optional[str] = None
     self._started = 0.0
     self._cached = False
+    self._write_lock = threading.Lock()
     self.states: Dict[str, str] = {}  # reported components, in order
 
   @property
@@ -45,12 +51,24 @@ class ProgressReporter(logging.Handler):
       self.report(match.group(1), "cached" if self._cached else "done",
                   time.monotonic() - self._started)
       self._current = None
+    elif message.startswith(training_progress.PREFIX):
+      self._line(f"        {message[len(training_progress.PREFIX):]}")
+
+  def tick(self) -> None:
+    """A 'still running' line for the current component (the ticker calls this)."""
+    if self._current is not None:
+      self._line(f"        {self._current} running for "
+                 f"{training_progress.duration(time.monotonic() - self._started)}")
+
+  def _line(self, text: str) -> None:
+    with self._write_lock:
+      self._out.write(text + "\n")
+      self._out.flush()
 
   def report(self, name: str, state: str, seconds: float) -> None:
     self.states[name] = state
     n = len(self.states)
-    self._out.write(f"[{n:>2}/{self._total}] {name:.<32} {state:<6} {seconds:6.1f} s\n")
-    self._out.flush()
+    self._line(f"[{n:>2}/{self._total}] {name:.<32} {state:<6} {seconds:6.1f} s")
 
 
 @contextlib.contextmanager
@@ -71,9 +89,10 @@ def stderr_to_file(log_path: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def tfx_logs_to_file(log_path: str, total_components: int,
-                     out: TextIO = sys.stdout) -> Iterator[ProgressReporter]:
-  """Within the block, all logs go to `log_path`; progress lines go to `out`."""
+def tfx_logs_to_file(log_path: str, total_components: int, out: TextIO = sys.stdout,
+                     tick_seconds: float = 30.0) -> Iterator[ProgressReporter]:
+  """Within the block, all logs go to `log_path`; progress lines go to `out` (with a
+  'still running' line every tick_seconds when `out` is a terminal)."""
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   root = logging.getLogger()
   saved_handlers, saved_level = root.handlers[:], root.level
@@ -89,10 +108,21 @@ def tfx_logs_to_file(log_path: str, total_components: int,
   saved_absl_level = absl_logger.level
   absl_logger.addHandler(reporter)
   absl_logger.setLevel(logging.INFO)
+  stop = threading.Event()
+  ticker = None
+  if getattr(out, "isatty", lambda: False)():
+    def tick():
+      while not stop.wait(tick_seconds):
+        reporter.tick()
+    ticker = threading.Thread(target=tick, name="progress-ticker", daemon=True)
+    ticker.start()
   try:
     with stderr_to_file(log_path):
       yield reporter
   finally:
+    stop.set()
+    if ticker is not None:
+      ticker.join(timeout=1)
     file_handler.close()
     absl_logger.removeHandler(reporter)
     absl_logger.setLevel(saved_absl_level)
