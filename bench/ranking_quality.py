@@ -1,18 +1,33 @@
-"""Ranking on ml-100k (the pipeline's default split): RMSE, and whether re-ranking
-retrieval's top 100 helps the top 10.
+"""Does a second stage make the top 10 better than retrieval alone? (next-item protocol)
 
-For every eval rating: retrieve the 100 best movies (the query sees only earlier ratings;
-the user's earlier movies removed, the RetrievalEvaluator's view), then take the top 10
-(a) in retrieval order and (b) by the ranking model's predicted rating. Report, for
-both, HitRate@10 and NDCG@10 over the same eval ratings.
+Runs the pipeline (default configuration: split `last`) on $MOVIELENS_DATA_DIR (or
+--data-dir), then, for every eval rating, retrieves the 100 best movies (the query sees
+only earlier ratings; the user's earlier movies removed) and compares on the same rows:
 
-  .venv/bin/python -m bench.ranking_quality [--data-dir DIR]
+  retrieval order        the pushed two-tower model's own ranking
+  predicted rating       the same 100 ordered by the pushed ranking model (a regressor)
+  re-ranker              a list-wise model (softmax over the 100) on causal context
+                         features (bench/rerank_features.py) and the retrieval score and
+                         rank, trained on the candidates of each user's newest training
+                         ratings, which its retrieval model was not trained on
+                         (RetrievalHParams.holdout_per_user): that retrieval model is
+                         trained here on the run's Transform output, and the re-ranker is
+                         compared with its own retrieval order.
+
+Also prints how strongly each feature separates the next movie from the other candidates
+on the training lists and on the eval lists (a shift between the two is what a re-ranker
+cannot learn around), and with --ablation the re-ranker without each feature.
+
+  .venv/bin/python -m bench.ranking_quality [--data-dir DIR] [--split last|random]
+      [--holdout 5] [--ablation]
 """
 
 import argparse
 import json
 import os
 import sys
+import tempfile
+import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from bench import pipeline_run  # pylint: disable=g-import-not-at-top
+from bench import rerank_features as rf  # pylint: disable=g-import-not-at-top
 
 N_RETRIEVED, K = 100, 10
 
@@ -37,64 +53,192 @@ def with_movie(user_example: bytes, movie_example: bytes) -> bytes:
   return example.SerializeToString()
 
 
+def top_k_rates(order: np.ndarray, labels: np.ndarray, k: int = K):
+  """(HR@k, NDCG@k) of lists whose columns `order` sorts; labels [n, N] 1 = the next movie
+  (a list without it counts as a miss)."""
+  relevant = np.take_along_axis(labels, order, 1)[:, :k]
+  return (float(relevant.sum(1).mean()),
+          float((relevant / np.log2(np.arange(2, k + 2))).sum(1).mean()))
+
+
+def retrieve(pair, data, serialized, users, items, times, n=N_RETRIEVED):
+  """(candidates [n, N] catalogue indices, scores, histories, labels [n, N]) of queries."""
+  candidates, _ = pair.embed_candidate_examples(data.catalogue_serialized)
+  scores = pair.embed_query_examples(serialized) @ candidates.T  # causal queries
+  histories = rf.cut_histories(data.user_train_items, data.user_train_seconds, users, times)
+  for row, (earlier, _) in enumerate(histories):
+    scores[row, earlier[earlier != items[row]]] = -np.inf
+  top = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+  return (top, np.take_along_axis(scores, top, 1), histories,
+          (top == np.asarray(items)[:, None]).astype(np.float32), candidates)
+
+
+def fit_reranker(train_x, train_y, eval_x, columns, hidden=(), epochs=10, seed=0):
+  """A list-wise scorer (softmax over each list) on `columns` of the features;
+  returns eval scores [n, N]."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(seed)
+  x, xe = train_x[..., columns], eval_x[..., columns]
+  flat = x.reshape(-1, len(columns))
+  mean, std = flat.mean(0), flat.std(0) + 1e-6
+  inputs = tf.keras.Input((None, len(columns)))
+  h = (inputs - mean) / std
+  for units in hidden:
+    h = tf.keras.layers.Dense(units, activation="relu")(h)
+  model = tf.keras.Model(inputs, tf.squeeze(tf.keras.layers.Dense(1)(h), -1))
+  model.compile(tf.keras.optimizers.Adam(3e-3),
+                loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
+  model.fit(x, train_y / train_y.sum(1, keepdims=True), batch_size=64, epochs=epochs,
+            verbose=0)
+  return model.predict(xe, batch_size=256, verbose=0)
+
+
+def train_holdout_retrieval(run, holdout: int, serving_dir: str) -> dict:
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
+  from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
+  transformed = run.output("Transform", "transformed_examples").uri
+  tft_output = tft.TFTransformOutput(run.output("Transform", "transform_graph").uri)
+  files = lambda split: os.path.join(transformed, f"Split-{split}", "*")
+  model, summary = retrieval_trainer.train(
+      files("train"), files("eval"), tft_output,
+      RetrievalHParams.from_dict({"holdout_per_user": holdout}))
+  retrieval_trainer.export(model, tft_output, serving_dir, summary)
+  return summary
+
+
+def separation(x, y):
+  """Per feature: (mean over the next movies - mean over the other candidates) / std of
+  the others, over lists that hold the next movie."""
+  has = y.sum(1) > 0
+  positive, other = x[has][y[has] > 0], x[has][y[has] == 0]
+  return (positive.mean(0) - other.mean(0)) / (other.std(0) + 1e-9)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--data-dir")
-  parser.add_argument("--output-dir", default=pipeline_run.DEFAULT_OUTPUT_DIR)
+  parser.add_argument("--output-dir", help="default: outputs/bench (split last), "
+                      "outputs/bench-SPLIT otherwise")
+  parser.add_argument("--split", help="the pipeline's split (default: its default, last)")
+  parser.add_argument("--holdout", type=int, default=5,
+                      help="newest training ratings per user the re-ranker learns from")
+  parser.add_argument("--ablation", action="store_true", help="re-ranker without each feature")
   args = parser.parse_args(argv)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components import examples_io  # pylint: disable=g-import-not-at-top
   from components.retrieval_evaluator import eval_set as eval_set_lib  # pylint: disable=g-import-not-at-top
-  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
-  from modules import ranking_trainer, retrieval_export  # pylint: disable=g-import-not-at-top
+  from modules import features as F  # pylint: disable=g-import-not-at-top
+  from modules import ranking_holdout, ranking_trainer, retrieval_export  # pylint: disable=g-import-not-at-top
   from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
+  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
 
-  _, run = pipeline_run.run(args.data_dir, args.output_dir)
+  output_dir = args.output_dir or (pipeline_run.DEFAULT_OUTPUT_DIR if args.split in (None, "last")
+                                   else f"{pipeline_run.DEFAULT_OUTPUT_DIR}-{args.split}")
+  config, run = pipeline_run.run(args.data_dir, output_dir,
+                                 **({"split_method": args.split} if args.split else {}))
   overall = ranking_eval_config.load_metrics(run.output("RankingEvaluator", "evaluation").uri)[""]
   ranking_uri = run.output("RankingTrainer", "model").uri
   with open(os.path.join(ranking_uri, "Format-Serving", ranking_trainer.TRAINING_FILE)) as f:
     training = json.load(f)
-
-  data = eval_set_lib.from_artifacts(
-      pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "examples"),
-      pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "candidates"))
-  model_dir = lambda node: path_utils.serving_model_dir(run.output(node, "model").uri)
-  pair = retrieval_export.RetrievalModelPair(model_dir("RetrievalTrainer"))
-  candidates, _ = pair.embed_candidate_examples(data.catalogue_serialized)
+  examples = pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "examples")
+  train_serialized = examples_io.read_serialized(examples, F.TRAIN_SPLIT)
+  data = eval_set_lib.build(
+      examples_io.read_serialized(pipeline_run.tfx_artifact(
+          run, "MovieLensExampleGen", "candidates"), F.CATALOG_SPLIT),
+      train_serialized, examples_io.read_serialized(examples, F.EVAL_SPLIT))
   rows = np.arange(len(data.eval_items))
-  scores = pair.embed_query_examples(data.eval_serialized) @ candidates.T  # causal queries
-  for row, earlier in zip(rows, data.seen_before(rows)):
-    scores[row, earlier[earlier != data.eval_items[row]]] = -np.inf
-  retrieved = np.argsort(-scores, axis=1)[:, :N_RETRIEVED]
+  model_dir = lambda node: path_utils.serving_model_dir(run.output(node, "model").uri)
 
-  ranking_model = tf.saved_model.load(model_dir("RankingTrainer"))
-  rank = ranking_model.signatures["serving_default"]
-  reranked = []
-  for row in rows:
-    examples = [with_movie(data.eval_serialized[row], data.catalogue_serialized[m])
-                for m in retrieved[row]]
-    predicted = rank(examples=tf.constant(examples))[ranking_trainer.PREDICTIONS].numpy()
-    reranked.append(retrieved[row][np.argsort(-predicted.reshape(-1), kind="stable")])
-  reranked = np.array(reranked)
+  # 1. The pushed models: retrieval order, and the same candidates by predicted rating.
+  pair = retrieval_export.RetrievalModelPair(model_dir("RetrievalTrainer"))
+  retrieved, _, _, labels, _ = retrieve(pair, data, data.eval_serialized, data.eval_users,
+                                        data.eval_items, data.eval_seconds)
+  rank = tf.saved_model.load(model_dir("RankingTrainer")).signatures["serving_default"]
+  predicted = np.stack([rank(examples=tf.constant(
+      [with_movie(data.eval_serialized[r], data.catalogue_serialized[m])
+       for m in retrieved[r]]))[ranking_trainer.PREDICTIONS].numpy().reshape(-1)
+                        for r in rows])
+  in_order = np.broadcast_to(np.arange(N_RETRIEVED), retrieved.shape)
+  results = [("pushed retrieval, retrieval order", top_k_rates(in_order, labels)),
+             ("pushed retrieval, by predicted rating",
+              top_k_rates(np.argsort(-predicted, axis=1, kind="stable"), labels))]
 
-  def rates(top):
-    rank_of = [np.flatnonzero(top[r, :K] == data.eval_items[r]) for r in rows]
-    hit_rate = np.mean([len(p) > 0 for p in rank_of])
-    ndcg = np.mean([1.0 / np.log2(p[0] + 2) if len(p) else 0.0 for p in rank_of])
-    return hit_rate, ndcg
+  # 2. The re-ranker, on a retrieval model that left each user's newest ratings out.
+  train = examples_io.scalar_columns(train_serialized, {
+      F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64,
+      F.USER_RATING: tf.float32})
+  user_index = {u: i for i, u in enumerate(data.user_ids)}
+  item_index = {m: i for i, m in enumerate(data.catalogue_ids)}
+  keep = np.array([m in item_index for m in train[F.MOVIE_ID]])
+  t_users = np.array([user_index[u] for u in train[F.USER_ID]])
+  t_items = np.array([item_index.get(m, -1) for m in train[F.MOVIE_ID]])
+  t_seconds = train[F.TIMESTAMP].astype(np.int64)
+  held = np.flatnonzero(ranking_holdout.holdout_mask(
+      t_users, t_seconds, args.holdout, len(data.user_ids)) & keep)
+  started = time.monotonic()
+  with tempfile.TemporaryDirectory() as variant_dir:
+    summary = train_holdout_retrieval(run, args.holdout, variant_dir)
+    variant = retrieval_export.RetrievalModelPair(variant_dir)
+    lists = {}
+    for name, (serialized, users, items, times) in {
+        "train": ([train_serialized[r] for r in held], t_users[held], t_items[held],
+                  t_seconds[held]),
+        "eval": (data.eval_serialized, data.eval_users, data.eval_items, data.eval_seconds),
+    }.items():
+      top, scores, histories, y, embeddings = retrieve(variant, data, serialized, users,
+                                                       items, times)
+      lists[name] = (top, scores, histories, times, y)
+  records = examples_io.movie_records(data.catalogue_serialized)
+  catalogue = rf.Catalogue.build([r["genres"] for r in records], [r["year"] for r in records],
+                                 embeddings)
+  log = rf.RatingLog(t_items[keep], t_seconds[keep], train[F.USER_RATING][keep],
+                     len(data.catalogue_ids))
+  transitions = rf.TransitionLog(data.user_train_items, data.user_train_seconds,
+                                 len(data.catalogue_ids))
+  x = {name: rf.features(log, transitions, catalogue, histories, times, top, scores)
+       for name, (top, scores, histories, times, _) in lists.items()}
+  y = {name: value[-1] for name, value in lists.items()}
+  with_next = y["train"].sum(1) > 0
+  train_x, train_y = x["train"][with_next], y["train"][with_next]
+  every = list(range(rf.NUM_FEATURES))
+  variant_order = np.broadcast_to(np.arange(N_RETRIEVED), y["eval"].shape)
+  results.append((f"holdout-{args.holdout} retrieval, retrieval order",
+                  top_k_rates(variant_order, y["eval"])))
+  order = lambda scores: np.argsort(-scores, axis=1, kind="stable")
+  for name, hidden in [("re-ranker, linear", ()), ("re-ranker, MLP 32", (32,)),
+                       ("re-ranker, MLP 64-32", (64, 32))]:
+    results.append((name, top_k_rates(order(fit_reranker(
+        train_x, train_y, x["eval"], every, hidden)), y["eval"])))
+  seconds = time.monotonic() - started
 
-  print(f"ranking model: eval RMSE {overall[ranking_eval_config.RMSE]:.4f}, MAE "
-        f"{overall[ranking_eval_config.MAE]:.4f} on {overall['example_count']:,.0f} ratings "
-        f"(TFX Evaluator); training {training['train_seconds']:.1f} s, "
+  print(f"{config.data_dir}, split {config.split_method}: {len(rows):,} eval ratings, top "
+        f"{K} of the {N_RETRIEVED} retrieved (earlier movies removed; a list without the "
+        "next movie is a miss)\n")
+  print(f"{'order':<44}{'HR@10':>9}{'NDCG@10':>9}")
+  for name, (hit_rate, ndcg) in results:
+    print(f"{name:<44}{hit_rate:>9.4f}{ndcg:>9.4f}")
+  print(f"\nre-ranker training lists: {len(train_x):,} of {len(held):,} held-out ratings had "
+        f"the next movie in their {N_RETRIEVED}; holdout retrieval model trained on "
+        f"{summary['train_examples']:,} ratings in {summary['train_seconds']:.0f} s; "
+        f"lists, features and re-rankers {seconds - summary['train_seconds']:.0f} s")
+  print("\nseparation of the next movie from the other candidates "
+        "((mean next - mean other) / std other):")
+  print(f"{'feature':<24}{'train lists':>12}{'eval lists':>12}")
+  for name, a, b in zip(rf.FEATURES, separation(x["train"], y["train"]),
+                        separation(x["eval"], y["eval"])):
+    print(f"{name:<24}{a:>12.2f}{b:>12.2f}")
+  if args.ablation:
+    print(f"\nre-ranker (linear) without one feature:\n{'feature':<24}{'HR@10':>9}{'NDCG@10':>9}")
+    for column in every:
+      hit_rate, ndcg = top_k_rates(order(fit_reranker(
+          train_x, train_y, x["eval"], [c for c in every if c != column])), y["eval"])
+      print(f"{rf.FEATURES[column]:<24}{hit_rate:>9.4f}{ndcg:>9.4f}")
+  print(f"\nranking model (rating regressor): eval RMSE {overall[ranking_eval_config.RMSE]:.4f}, "
+        f"MAE {overall[ranking_eval_config.MAE]:.4f} on {overall['example_count']:,.0f} "
+        f"ratings (TFX Evaluator); training {training['train_seconds']:.1f} s, "
         f"{training['examples_per_second']:,.0f} examples/s")
-  print("references: seeds' ranking 1.115 (3 epochs, measured by the issue's author), "
-        "TFRS DCN tutorial ~0.933, Surprise SVD++ 0.919 (5-fold)\n")
-  print(f"top-{K} of the {N_RETRIEVED} retrieved movies (earlier movies removed), "
-        f"{len(rows):,} eval ratings:")
-  print(f"{'order':<22}{'HitRate@10':>12}{'NDCG@10':>12}")
-  for name, top in [("retrieval score", retrieved), ("ranking model", reranked)]:
-    hit_rate, ndcg = rates(top)
-    print(f"{name:<22}{hit_rate:>12.4f}{ndcg:>12.4f}")
   return 0
 
 
