@@ -40,7 +40,7 @@ def _iso(ms: int) -> str:
 
 def _run_status(run: run_summary.PipelineRun) -> str:
   states = {c.state for c in run.components}
-  if "FAILED" in states:
+  if states & {"FAILED", "CANCELED"}:  # CANCELED: abandoned by a killed run (abandoned.py)
     return "FAILED"
   if states <= {"COMPLETE", "CACHED"}:
     return "COMPLETE"

@@ -14,6 +14,7 @@ import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
 from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
 
+from pipeline import abandoned  # pylint: disable=g-import-not-at-top
 from pipeline.errors import PipelineRunError, StoreInUseError  # pylint: disable=g-import-not-at-top
 from pipeline import progress  # pylint: disable=g-import-not-at-top
 from pipeline import run_summary  # pylint: disable=g-import-not-at-top
@@ -57,6 +58,11 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> LocalRunResult:
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   log_path = os.path.join(config.log_dir, f"run-{stamp}.log")
   with exclusive_store(config.metadata_path):
+    # Nothing else can be running now: executions still open were killed.
+    for line in abandoned.mark_abandoned(metadata_store(config), config.pipeline_name,
+                                         config.pipeline_root):
+      print(f"note: {line} was left running by a killed run; recorded as abandoned and its "
+            "partial outputs removed", file=out)
     with progress.tfx_logs_to_file(log_path, len(pipeline.components), out) as reporter:
       try:
         LocalDagRunner().run(pipeline)
