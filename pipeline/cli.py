@@ -4,6 +4,7 @@
   movrec recommend --user 42 -k 10 recommend from the newest pushed bundle (--json)
   movrec similar --movie 50        movies nearest to a movie (--json)
   movrec serve [--port 8080]       HTTP service (POST /recommend, GET /similar, ...)
+  movrec rollback VERSION          serve an older bundle version (--latest: the newest)
   movrec compile --image IMG ...   Kubeflow Pipelines v2 / Vertex AI pipeline JSON
   movrec submit | schedule ...     run it once / on a cron (--dry-run prints the request)
   movrec runs | artifacts | lineage ID | metrics     what the MLMD store holds (--json)
@@ -201,7 +202,11 @@ def _print_items(items, columns) -> None:
 def _load_recommender(args):
   with _quiet_imports(args):
     from serving import recommender  # pylint: disable=g-import-not-at-top
-  return recommender.Recommender(recommender.latest_bundle_path(_serving_dir(args)))
+  live = recommender.LiveRecommender(_serving_dir(args))  # newest valid (or pinned) version
+  health = live.health()
+  if health["status"] != "ok":
+    print(f"warning: serving bundle {health['version']}: {health['reason']}", file=sys.stderr)
+  return live.current
 
 
 def _quiet_imports(args):
@@ -215,13 +220,15 @@ def _quiet_imports(args):
 
 def cmd_recommend(args) -> int:
   rec = _load_recommender(args)
-  result = rec.recommend(args.user, k=args.k, candidates=args.candidates, as_of=args.as_of)
+  result = rec.recommend(args.user, k=args.k, candidates=args.candidates, as_of=args.as_of,
+                         order_by=args.order_by)
   if args.json:
     print(json.dumps(result, indent=2))
     return 0
   as_of = f", as of {args.as_of}" if args.as_of is not None else ""
-  print(f"user {args.user}: {result['path']} (bundle {result['version']}{as_of})")
-  columns = ["movie_id", "title", "genres", "retrieval_score", "ranking_score"]
+  print(f"user {args.user}: {result['path']} (bundle {result['version']}{as_of}, "
+        f"ordered by {result.get('order_by', 'popularity')})")
+  columns = ["movie_id", "title", "genres", "retrieval_score", "predicted_rating"]
   _print_items(result["items"], [c for c in columns
                                  if any(c in i for i in result["items"]) or c == "movie_id"])
   return 0
@@ -241,9 +248,29 @@ def cmd_similar(args) -> int:
 def cmd_serve(args) -> int:
   with _quiet_imports(args):
     from serving import http_service  # pylint: disable=g-import-not-at-top
+  token = os.environ.get(config_lib.ENV_API_TOKEN)
+  if args.token_file:
+    with open(args.token_file) as f:
+      token = f.read().strip()
+  http_service.check_exposure(args.host, token)
   print(f"serving {_serving_dir(args)} on http://{args.host}:{args.port} "
-        f"(POST /recommend, GET /similar, /healthz, /metadata)")
-  http_service.serve(_serving_dir(args), host=args.host, port=args.port)
+        f"(POST /recommend, GET /similar, /healthz, /metadata, /metrics"
+        f"{', /docs' if args.docs else ''}; {'bearer token required' if token else 'no token'})")
+  http_service.serve(_serving_dir(args), host=args.host, port=args.port, token=token,
+                     docs=args.docs)
+  return 0
+
+
+def cmd_rollback(args) -> int:
+  from serving import bundle_layout  # pylint: disable=g-import-not-at-top
+  serving_dir = _serving_dir(args)
+  bundle_layout.pin(serving_dir, None if args.latest else args.version)
+  if args.latest:
+    print(f"{serving_dir}: unpinned; services move to the newest valid version")
+  else:
+    bundle_layout.verify(bundle_layout.version_dir(serving_dir, args.version))
+    print(f"{serving_dir}: pinned version {args.version}; running services switch to it "
+          "at their next poll (undo: movrec rollback --latest)")
   return 0
 
 
@@ -473,7 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
   rec = sub.add_parser("recommend", help="top-k movies for a user from the newest bundle")
   rec.add_argument("--user", required=True)
   rec.add_argument("-k", type=int, default=10)
-  rec.add_argument("--candidates", type=int, default=100, help="retrieved before ranking")
+  rec.add_argument("--candidates", type=int, default=100,
+                   help="retrieved before the ranking model predicts their ratings")
+  rec.add_argument("--order-by", choices=["retrieval_score", "predicted_rating"],
+                   default="retrieval_score", help="ordering of the top k (default: "
+                   "retrieval score; predicted rating measured worse for next-item)")
   rec.add_argument("--as-of", type=int, metavar="UNIX_SECONDS", help="backtest: answer as "
                    "of this time, from the user's ratings made before it only")
   rec.add_argument("--json", action="store_true")
@@ -490,8 +521,18 @@ def build_parser() -> argparse.ArgumentParser:
   srv = sub.add_parser("serve", help="HTTP recommendation service")
   srv.add_argument("--host", default="127.0.0.1", help="loopback by default")
   srv.add_argument("--port", type=int, default=8080)
+  srv.add_argument("--token-file", help=f"file holding the bearer token callers must send "
+                   f"(or set ${config_lib.ENV_API_TOKEN}); required to bind beyond loopback")
+  srv.add_argument("--docs", action="store_true", help="serve the OpenAPI docs at /docs")
   serving_args(srv)
   srv.set_defaults(func=cmd_serve)
+
+  rb = sub.add_parser("rollback", help="serve an older bundle version (pin), or the newest again")
+  which = rb.add_mutually_exclusive_group(required=True)
+  which.add_argument("version", nargs="?", type=int, help="the version to serve")
+  which.add_argument("--latest", action="store_true", help="unpin: serve the newest valid")
+  serving_args(rb)
+  rb.set_defaults(func=cmd_rollback)
 
   comp = sub.add_parser("compile", help="compile for Kubeflow Pipelines v2 / Vertex AI")
   comp.add_argument("--output", default="pipeline.json")

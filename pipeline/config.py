@@ -18,6 +18,7 @@ from modules.hparams import RankingHParams, RetrievalHParams
 
 ENV_DATA_DIR = "MOVIELENS_DATA_DIR"
 ENV_OUTPUT_DIR = "MOVREC_OUTPUT_DIR"
+ENV_API_TOKEN = "MOVREC_API_TOKEN"  # the bearer token `movrec serve` requires of callers
 DEFAULT_OUTPUT_DIR = "outputs"
 DEFAULT_PIPELINE_NAME = "movielens-recommender"
 

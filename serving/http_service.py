@@ -1,29 +1,48 @@
-"""HTTP service over the newest pushed bundle (FastAPI, run by uvicorn).
+"""HTTP service over the newest valid pushed bundle (FastAPI, run by uvicorn).
 
   POST /recommend   {"user_id": "42", "k": 10, "candidates": 100,
                      "features": {"user_age": 30, ...}, "timestamp": 893286638,
-                     "rated": ["50", "172"], "as_of": 880000000}
-                                                        (all but user_id optional; as_of
-                                                        backtests from earlier ratings)
+                     "rated": ["50", "172"], "as_of": 880000000,
+                     "order_by": "retrieval_score"}     (all but user_id optional; as_of
+                                                        backtests from earlier ratings;
+                                                        order_by: retrieval_score (default)
+                                                        or predicted_rating)
   GET  /similar?movie_id=50&k=10
-  GET  /healthz     200 when a bundle is loaded
-  GET  /metadata    the bundle version and the model / index artifacts it serves
+  GET  /healthz     {"status": "ok" | "degraded", "version", "pinned", "reason"}; no token
+  GET  /metadata    the bundle version and the artifact ids it serves
+  GET  /metrics     Prometheus: requests by path and status, latency, bundle version,
+                    reload failures
 
-Malformed requests get 422 (validation) or 400/404 with a message; any other failure is a
-500 with a message, and the service keeps running. A new push is picked up by the
-LiveRecommender's poller without a restart.
+Safe to expose: with a token (`create_app(token=...)`; `serve` requires one to bind
+beyond loopback), every endpoint but /healthz needs `Authorization: Bearer <token>`.
+OpenAPI docs are off unless asked for. Malformed requests get 422 (validation) or
+400/404/413 with a message; any other failure is a 500 whose body carries only a request
+id (the exception goes to the log under that id, with `X-Request-ID` on every response).
 """
 
+import hmac
 import logging
+import time
+import uuid
 from typing import Dict, List, Optional, Union
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+import prometheus_client
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.recommender import LiveRecommender, UnknownMovieError
+from serving.recommender import ORDERS, RETRIEVAL_ORDER, LiveRecommender, UnknownMovieError
 
 log = logging.getLogger("movrec.http")
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_BODY_BYTES = 64 * 1024  # a request with 5,000 rated movie ids fits
+PUBLIC_PATHS = ("/healthz",)
+_ROUTES = ("/recommend", "/similar", "/healthz", "/metadata", "/metrics")
+
+
+class ServiceConfigError(ValueError):
+  """The service would start unsafe (e.g. exposed beyond loopback without a token)."""
 
 
 class RecommendRequest(BaseModel):
@@ -36,23 +55,85 @@ class RecommendRequest(BaseModel):
   rated: Optional[List[str]] = Field(default=None, max_length=5000)
   # Backtesting: answer as of this time (unix seconds), from the user's earlier ratings.
   as_of: Optional[int] = Field(default=None, ge=0)
+  order_by: str = Field(default=RETRIEVAL_ORDER, pattern="^(" + "|".join(ORDERS) + ")$")
 
 
-def create_app(live: LiveRecommender) -> FastAPI:
-  app = FastAPI(title="movrec", description="Two-stage MovieLens recommender")
+class ServiceMetrics:
+  """The Prometheus series of one app (its own registry, so apps do not share counts)."""
+
+  def __init__(self, live: LiveRecommender):
+    self.registry = prometheus_client.CollectorRegistry()
+    self.requests = prometheus_client.Counter(
+        "movrec_requests", "HTTP requests by route and status", ["path", "status"],
+        registry=self.registry)
+    self.latency = prometheus_client.Histogram(
+        "movrec_request_seconds", "HTTP request latency by route", ["path"],
+        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=self.registry)
+    version = prometheus_client.Gauge("movrec_bundle_version", "the bundle version served",
+                                      registry=self.registry)
+    version.set_function(lambda: live.current.version)
+    failures = prometheus_client.Gauge(
+        "movrec_bundle_reload_failures", "bundle versions that failed to load since start",
+        registry=self.registry)
+    failures.set_function(lambda: live.reload_failures)
+
+  def observe(self, path: str, status: int, seconds: float) -> None:
+    route = path if path in _ROUTES else "other"  # bounded label values
+    self.requests.labels(route, str(status)).inc()
+    self.latency.labels(route).observe(seconds)
+
+
+def create_app(live: LiveRecommender, token: Optional[str] = None, docs: bool = False,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+  app = FastAPI(title="movrec", description="Two-stage MovieLens recommender",
+                docs_url="/docs" if docs else None, redoc_url=None,
+                openapi_url="/openapi.json" if docs else None)
+  metrics = ServiceMetrics(live)
+  expected = f"Bearer {token}".encode() if token else None
+
+  def refuse(status: int, detail: str, request_id: str, **headers) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail},
+                        headers={"X-Request-ID": request_id, **headers})
+
+  @app.middleware("http")
+  async def guard(request: Request, call_next):
+    request_id = uuid.uuid4().hex[:16]
+    request.state.request_id = request_id
+    started = time.perf_counter()
+    path = request.url.path
+    if expected and path not in PUBLIC_PATHS and not hmac.compare_digest(
+        request.headers.get("authorization", "").encode(), expected):
+      response = refuse(401, "missing or wrong bearer token", request_id,
+                        **{"WWW-Authenticate": "Bearer"})
+    elif int(request.headers.get("content-length") or 0) > max_body_bytes or (
+        request.method == "POST" and len(await request.body()) > max_body_bytes):
+      response = refuse(413, f"request body over {max_body_bytes} bytes", request_id)
+    else:
+      response = await call_next(request)
+      response.headers["X-Request-ID"] = request_id
+    metrics.observe(path, response.status_code, time.perf_counter() - started)
+    return response
 
   @app.exception_handler(Exception)
   async def unexpected(request: Request, exc: Exception):  # pylint: disable=unused-argument
-    log.exception("request failed")
-    return JSONResponse(status_code=500, content={"detail": f"internal error: {exc}"})
+    request_id = getattr(request.state, "request_id", "-")
+    log.exception("request %s failed", request_id)
+    return JSONResponse(status_code=500, content={"detail": "internal error",
+                                                  "request_id": request_id},
+                        headers={"X-Request-ID": request_id})
 
   @app.get("/healthz")
   def healthz():
-    return {"status": "ok", "version": live.current.version, "reload_error": live.last_error}
+    return live.health()
 
   @app.get("/metadata")
   def metadata():
     return live.current.metadata()
+
+  @app.get("/metrics")
+  def prometheus_metrics():
+    return Response(prometheus_client.generate_latest(metrics.registry),
+                    media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
   @app.post("/recommend")
   def recommend(request: RecommendRequest):
@@ -68,7 +149,7 @@ def create_app(live: LiveRecommender) -> FastAPI:
       return recommender.recommend(request.user_id, k=request.k,
                                    candidates=request.candidates, features=request.features,
                                    timestamp=request.timestamp, rated=request.rated,
-                                   as_of=request.as_of)
+                                   as_of=request.as_of, order_by=request.order_by)
     except (ValueError, TypeError) as e:
       raise HTTPException(400, str(e)) from e
 
@@ -83,12 +164,22 @@ def create_app(live: LiveRecommender) -> FastAPI:
   return app
 
 
+def check_exposure(host: str, token: Optional[str]) -> None:
+  """Refuses to bind beyond loopback without a token."""
+  if host not in LOOPBACK_HOSTS and not token:
+    raise ServiceConfigError(
+        f"serving on {host} exposes the service beyond this machine: set a token "
+        "(MOVREC_API_TOKEN, or --token-file FILE) that callers send as "
+        "'Authorization: Bearer <token>'")
+
+
 def serve(serving_dir: str, host: str = "127.0.0.1", port: int = 8080,
-          poll_seconds: float = 2.0) -> None:
+          poll_seconds: float = 2.0, token: Optional[str] = None, docs: bool = False) -> None:
   import uvicorn  # pylint: disable=g-import-not-at-top
+  check_exposure(host, token)
   live = LiveRecommender(serving_dir, poll_seconds=poll_seconds).start()
   try:
-    uvicorn.run(create_app(live), host=host, port=port, log_level="warning",
-                access_log=False)
+    uvicorn.run(create_app(live, token=token, docs=docs), host=host, port=port,
+                log_level="warning", access_log=False)
   finally:
     live.stop()

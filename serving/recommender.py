@@ -1,15 +1,25 @@
 """The two-stage recommender over a pushed bundle, and a hot-swapping holder of it.
 
   retrieve N candidates (query tower + ScaNN) → drop movies the user has rated →
-  score them with the ranking model → top k by predicted rating
+  predict the user's rating of each with the ranking model → top k, in retrieval order
+  (or by predicted rating when asked: `order_by="predicted_rating"`)
+
+Why retrieval order by default: on the next-item protocol (each user's latest rating,
+full catalogue), ordering the retrieved movies by predicted rating halves HR@10
+(BENCHMARKS.md, "Ranking"): a rating regressor answers "how many stars", not "which
+will they pick next". The predicted rating is still on every item, for display. The
+response's `order_by` says which ordering served.
 
 Which path served a request is part of the answer:
   personalized  the user is in the bundle's user table
-  features      unknown user, described by the request (demographics and/or rated movies)
+  features      unknown user, described by the request: any of the demographics and/or
+                rated movies (what it leaves out is taken as unknown, and listed in
+                `defaulted_features`; rated ids not in the catalogue in `ignored_movie_ids`)
   popularity    unknown user and nothing to go on: the most rated movies
 """
 
 import json
+import logging
 import os
 import threading
 import time
@@ -23,9 +33,14 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from modules import features as F  # pylint: disable=g-import-not-at-top
 from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
 from serving import bundle_layout  # pylint: disable=g-import-not-at-top
-from serving.retriever import Retriever, UnknownUserError, latest_bundle_path  # pylint: disable=g-import-not-at-top
+from serving.retriever import BundleNotFoundError, Retriever  # pylint: disable=g-import-not-at-top
+
+log = logging.getLogger("movrec.serving")
 
 PERSONALIZED, FEATURES, POPULARITY = "personalized", "features", "popularity"
+# How a personalised list is ordered (the response's "order_by").
+RETRIEVAL_ORDER, RATING_ORDER = "retrieval_score", "predicted_rating"
+ORDERS = (RETRIEVAL_ORDER, RATING_ORDER)
 
 
 class UnknownMovieError(KeyError):
@@ -77,32 +92,47 @@ class Recommender:
   # --- the two stages --------------------------------------------------------------
   def recommend(self, user_id: str, k: int = 10, candidates: int = 100,
                 features: Optional[Dict] = None, timestamp: Optional[int] = None,
-                rated: Optional[Sequence[str]] = None, as_of: Optional[int] = None) -> Dict:
-    """Top-k movies for the user with retrieval and ranking scores, and the path taken.
+                rated: Optional[Sequence[str]] = None, as_of: Optional[int] = None,
+                order_by: str = RETRIEVAL_ORDER) -> Dict:
+    """Top-k movies for the user with their retrieval score and predicted rating, the
+    path taken and the ordering (`order_by`: retrieval_score or predicted_rating).
 
     `as_of` (unix seconds) answers as the service would have then (backtesting): the
     query is made at that time, and only the user's ratings made strictly before it are
     history and are excluded as seen."""
+    if order_by not in ORDERS:
+      raise ValueError(f"order_by {order_by!r} is not one of {list(ORDERS)}")
     known = user_id in self.retriever.users
+    ignored = [m for m in rated or () if m not in self.retriever.position]
+    rated = None if rated is None else [m for m in rated if m in self.retriever.position]
     if not known and not features and not rated:
-      return self._popular(user_id, k, rated or ())
+      response = self._popular(user_id, k, ())
+      if ignored:
+        response["ignored_movie_ids"] = ignored
+      return response
     seen = set(self.retriever.rated(user_id, as_of)) | set(rated or ())
-    try:
-      # History: the request's rated movies if given, else the user's stored ones.
-      inputs = self.retriever.query_inputs(user_id, features, timestamp,
-                                           history=None if rated is None else list(rated),
-                                           as_of=as_of)
-    except UnknownUserError:
-      return self._popular(user_id, k, seen)
+    defaulted = [] if known else self.retriever.defaulted(features)
+    # History: the request's rated movies if given, else the user's stored ones.
+    inputs = self.retriever.query_inputs(user_id, features, timestamp, history=rated,
+                                         as_of=as_of)
     found = self.retriever.search(self.retriever.embed_inputs(inputs), candidates, skip=seen)
     items = [{"movie_id": r.movie_id, "title": r.title, "genres": r.genres,
               "retrieval_score": r.score} for r in found]
     if self._rank is not None and items:
       ratings = self._score([i["movie_id"] for i in items], inputs)
       for item, rating in zip(items, ratings):
-        item["ranking_score"] = float(rating)
-      items.sort(key=lambda i: -i["ranking_score"])
+        item[RATING_ORDER] = float(rating)
+    elif order_by == RATING_ORDER:
+      raise ValueError(f"bundle {self.version} has no ranking model to order by "
+                       "predicted rating")
+    if order_by == RATING_ORDER:
+      items.sort(key=lambda i: -i[RATING_ORDER])  # stable: ties keep retrieval order
     response = self._response(user_id, PERSONALIZED if known else FEATURES, items[:k])
+    response["order_by"] = order_by
+    if defaulted:  # features the request left out, taken as unknown
+      response["defaulted_features"] = defaulted
+    if ignored:
+      response["ignored_movie_ids"] = ignored  # not in this bundle's catalogue
     if as_of is not None:
       response["as_of"] = int(as_of)
     return response
@@ -147,47 +177,91 @@ class Recommender:
     return {"user_id": user_id, "path": path, "version": self.version, "items": items}
 
   def metadata(self) -> Dict:
+    """What is served, by artifact id (no server paths: the HTTP service returns this)."""
     m = self.manifest
-    return {"version": self.version, "path": self.path, "pushed_at": m.get("pushed_at"),
-            "retrieval_model": m.get("retrieval_model"), "index": m.get("index"),
-            "ranking_model": m.get("ranking_model"), "num_users": m.get("num_users")}
+    ids = lambda key: {"id": (m.get(key) or {}).get("id")} if m.get(key) else None
+    return {"version": self.version, "pushed_at": m.get("pushed_at"),
+            "retrieval_model": ids("retrieval_model"),
+            "index": {**ids("index"), "num_candidates": m["index"].get("num_candidates")},
+            "ranking_model": ids("ranking_model"), "num_users": m.get("num_users")}
 
 
 class LiveRecommender:
-  """Serves the newest bundle; picks up a new push without a restart.
+  """Serves the newest valid bundle (or the pinned one); picks up a new push without a
+  restart.
 
-  A background thread polls the serving directory; a new version is loaded beside the
-  current one and then swapped in by one reference assignment, so requests in flight
-  finish on the bundle they started with and none is dropped.
+  A background thread polls the serving directory; a new version is verified and loaded
+  beside the current one, then swapped in by one reference assignment, so requests in
+  flight finish on the bundle they started with and none is dropped. A version that
+  fails to load is remembered with its reason and not tried again; start-up falls back
+  to the newest version that loads. `health()` says "degraded" (and why) while a newer
+  version than the one served has failed.
   """
 
   def __init__(self, serving_dir: str, poll_seconds: float = 2.0):
     self.serving_dir = serving_dir
-    self._current = Recommender(latest_bundle_path(serving_dir))
+    self.failed: Dict[int, str] = {}  # version -> why it could not be served
+    self.reload_failures = 0
     self._lock = threading.Lock()
     self._stop = threading.Event()
     self.poll_seconds = poll_seconds
     self._thread = None
-    self.last_error: Optional[str] = None
+    self._current = None
+    for version in self._wanted():
+      if self._try_load(version):
+        break
+    if self._current is None:
+      reasons = "; ".join(f"{v}: {r}" for v, r in sorted(self.failed.items())) or "none pushed"
+      raise BundleNotFoundError(f"no valid bundle under {serving_dir} ({reasons})")
 
   @property
   def current(self) -> Recommender:
     return self._current
 
+  @property
+  def last_error(self) -> Optional[str]:
+    """Why the newest failed version newer than the served one failed, if any."""
+    newer = [v for v in self.failed if v > self._current.version]
+    return f"version {max(newer)}: {self.failed[max(newer)]}" if newer else None
+
+  def _wanted(self) -> List[int]:
+    """Versions to serve, best first: the pinned one, or the newest not known to fail."""
+    pinned = bundle_layout.pinned_version(self.serving_dir)
+    if pinned is not None:
+      return [pinned]
+    return [v for v in reversed(bundle_layout.versions(self.serving_dir)) if v not in self.failed]
+
+  def _try_load(self, version: int) -> bool:
+    try:
+      fresh = Recommender(bundle_layout.version_dir(self.serving_dir, version))
+    except Exception as e:  # pylint: disable=broad-except
+      self.failed[version] = f"{type(e).__name__}: {e}"
+      self.reload_failures += 1
+      log.error("bundle version %s cannot be served (kept out until it is pushed again "
+                "under a new version): %s", version, self.failed[version])
+      return False
+    if self._current is not None:
+      log.info("serving bundle version %s (was %s)", version, self._current.version)
+    self._current = fresh
+    return True
+
   def refresh(self) -> bool:
-    """Loads a newer bundle if there is one; True when it swapped."""
+    """Loads the wanted version if it is not the one served; True when it swapped."""
     with self._lock:
-      versions = bundle_layout.versions(self.serving_dir)
-      if not versions or versions[-1] <= self._current.version:
+      wanted = self._wanted()
+      if not wanted or wanted[0] == self._current.version or wanted[0] in self.failed:
         return False
-      try:
-        fresh = Recommender(bundle_layout.version_dir(self.serving_dir, versions[-1]))
-      except Exception as e:  # pylint: disable=broad-except
-        self.last_error = f"loading version {versions[-1]}: {e}"  # keep serving the old one
-        return False
-      self._current = fresh
-      self.last_error = None
-      return True
+      return self._try_load(wanted[0])
+
+  def health(self) -> Dict:
+    pinned = bundle_layout.pinned_version(self.serving_dir)
+    body = {"status": "ok", "version": self._current.version, "pinned": pinned}
+    problem = self.last_error
+    if pinned is not None and pinned != self._current.version:
+      problem = f"pinned version {pinned} is not served: {self.failed.get(pinned, 'not loaded yet')}"
+    if problem:
+      body.update(status="degraded", reason=problem)
+    return body
 
   def start(self) -> "LiveRecommender":
     def poll():

@@ -28,10 +28,6 @@ class BundleNotFoundError(FileNotFoundError):
   """No complete bundle has been pushed to the serving directory."""
 
 
-class UnknownUserError(KeyError):
-  """The user is not in the bundle's user table and no features were given."""
-
-
 @dataclasses.dataclass
 class Recommendation:
   movie_id: str
@@ -45,8 +41,7 @@ class Retriever:
 
   def __init__(self, path: str):
     self.path = path
-    with open(os.path.join(path, bundle_layout.MANIFEST_FILE)) as f:
-      self.manifest = json.load(f)
+    self.manifest = bundle_layout.verify(path)  # every file as pushed, or InvalidBundleError
     self.version = self.manifest["version"]
     query_dir = os.path.join(path, bundle_layout.QUERY_MODEL_DIR)
     self._query_model = tf.saved_model.load(query_dir)  # keeps its variables alive
@@ -63,6 +58,12 @@ class Retriever:
       for line in f:
         user = json.loads(line)
         self.users[user["user_id"]] = user
+    # What a request that leaves a demographic feature out gets: "" (the vocabulary's
+    # unknown id, which training saw by demographic dropout) and the median known age.
+    ages = sorted(u["features"][F.USER_AGE] for u in self.users.values()
+                  if F.USER_AGE in u.get("features", {}))
+    self.default_features = {F.USER_GENDER: "", F.USER_OCCUPATION: "", F.USER_ZIP_CODE: "",
+                             F.USER_AGE: ages[len(ages) // 2] if ages else 0}
 
   def rated_before(self, user_id: str, as_of: Optional[int] = None) -> Tuple[List[str], List[int]]:
     """(movies, when rated): the user's stored ratings, newest first; with `as_of` (unix
@@ -98,12 +99,15 @@ class Retriever:
     rated_at = list(rated_at)[:len(history)]
     values[F.USER_HISTORY_TIMESTAMPS] = rated_at + [values[F.TIMESTAMP]] * (
         len(history) - len(rated_at))
-    missing = [name for name in self.query_features if name not in values]
-    if missing:
-      raise UnknownUserError(f"user {user_id!r} is not known to bundle {self.version}; "
-                             f"give features {missing}")
+    for name in self.defaulted(values):
+      values[name] = self.default_features[name]
     return {name: tf.constant([values[name]], dtype=self._input_specs[name].dtype)
             for name in self.query_features}
+
+  def defaulted(self, features: Optional[Dict]) -> List[str]:
+    """The demographic query features `features` leaves out: they take default_features."""
+    return [name for name in self.query_features
+            if name in self.default_features and name not in (features or {})]
 
   def embed_inputs(self, inputs: Dict[str, tf.Tensor]) -> np.ndarray:
     """The query embedding of inputs made by `query_inputs`."""

@@ -46,3 +46,23 @@ def pushed_run(tmp_path_factory, synthetic_dir):
   out = io.StringIO()
   run = local_runner.run(config, out=out).run
   return config, run, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def pushed_artifacts(pushed_run):
+  """The pushed run's blessed retrieval model, index, ranking model and training examples
+  as TFX artifacts (what the BundlePusher is given)."""
+  from components import artifact_types  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  _, run, _ = pushed_run
+
+  def artifact(node, key, artifact_class):
+    value = artifact_class()
+    value.set_mlmd_artifact(run.output(node, key))
+    return value
+
+  return dict(
+      model=artifact("RetrievalTrainer", "model", standard_artifacts.Model),
+      index=artifact("IndexBuilder", "index", artifact_types.RetrievalIndex),
+      ranking=artifact("RankingTrainer", "model", standard_artifacts.Model),
+      examples=[artifact("MovieLensExampleGen", "examples", standard_artifacts.Examples)])

@@ -29,37 +29,43 @@ def recommender(serving_dir):
   return Recommender(bundle_layout.version_dir(serving_dir, bundle_layout.versions(serving_dir)[-1]))
 
 
-def push_copy(serving_dir: str) -> int:
-  """Publishes the newest bundle again as a new version, the way the pusher does."""
-  latest = bundle_layout.versions(serving_dir)[-1]
-  version = latest + 1
-  tmp = os.path.join(serving_dir, f".tmp-{version}")
-  shutil.copytree(bundle_layout.version_dir(serving_dir, latest), tmp)
-  manifest_path = os.path.join(tmp, bundle_layout.MANIFEST_FILE)
-  with open(manifest_path) as f:
-    manifest = json.load(f)
-  manifest["version"] = version
-  with open(manifest_path, "w") as f:
-    json.dump(manifest, f)
-  os.rename(tmp, bundle_layout.version_dir(serving_dir, version))
-  return version
+def push(serving_dir: str, artifacts) -> int:
+  """A new version written by the BundlePusher's own code from the run's artifacts."""
+  from components.bundle_pusher import executor as pusher  # pylint: disable=g-import-not-at-top
+  return int(os.path.basename(pusher.write_bundle(
+      serving_dir, artifacts["model"], artifacts["index"], artifacts["examples"],
+      artifacts["ranking"])))
 
 
-def test_known_user_gets_unseen_movies_ordered_by_the_ranker(recommender):
+def test_known_user_gets_unseen_movies_in_retrieval_order_with_predicted_ratings(recommender):
   user = next(iter(recommender.retriever.users))
   rated = set(recommender.retriever.rated(user))
   result = recommender.recommend(user, k=10, candidates=40)
-  assert result["path"] == PERSONALIZED
+  assert result["path"] == PERSONALIZED and result["order_by"] == "retrieval_score"
   items = result["items"]
   assert len(items) == 10 and not rated & {i["movie_id"] for i in items}
-  scores = [i["ranking_score"] for i in items]
-  assert scores == sorted(scores, reverse=True)
-  # The ranking scores are the ranking model's, and the top 10 are the best of the 40.
-  again = recommender.score(user, [i["movie_id"] for i in items])
-  assert again == pytest.approx(scores, abs=1e-5)
+  # The top 10 are retrieval's 10 best unseen movies, in its order.
   retrieved = recommender.retriever.recommend(user, k=40, exclude_rated=True)
-  all_scores = recommender.score(user, [r.movie_id for r in retrieved])
-  assert min(scores) >= sorted(all_scores, reverse=True)[9] - 1e-5
+  assert [i["movie_id"] for i in items] == [r.movie_id for r in retrieved[:10]]
+  assert [i["retrieval_score"] for i in items] == pytest.approx(
+      [r.score for r in retrieved[:10]], abs=1e-6)
+  # Each carries the ranking model's predicted rating, computed per movie alone.
+  ratings = [i["predicted_rating"] for i in items]
+  assert recommender.score(user, [i["movie_id"] for i in items]) == pytest.approx(
+      ratings, abs=1e-5)
+
+
+def test_ordering_by_predicted_rating_is_the_best_rated_of_the_candidates(recommender):
+  user = next(iter(recommender.retriever.users))
+  result = recommender.recommend(user, k=10, candidates=40, order_by="predicted_rating")
+  assert result["order_by"] == "predicted_rating"
+  ratings = [i["predicted_rating"] for i in result["items"]]
+  assert ratings == sorted(ratings, reverse=True)
+  retrieved = recommender.retriever.recommend(user, k=40, exclude_rated=True)
+  all_ratings = recommender.score(user, [r.movie_id for r in retrieved])
+  assert min(ratings) >= sorted(all_ratings, reverse=True)[9] - 1e-5
+  with pytest.raises(ValueError, match="order_by"):
+    recommender.recommend(user, order_by="stars")
 
 
 def test_the_query_sees_when_the_user_rated_each_movie(recommender):
@@ -115,7 +121,31 @@ def test_unknown_users_get_the_features_or_the_popularity_path(recommender):
   described = recommender.recommend("no-such-user", k=5, features=features,
                                     rated=recommender.popular[:3])
   assert described["path"] == FEATURES and len(described["items"]) == 5
+  assert "defaulted_features" not in described
   assert not set(recommender.popular[:3]) & {i["movie_id"] for i in described["items"]}
+
+
+def test_cold_start_with_any_subset_of_features_is_personalised(recommender):
+  catalogue = [c["movie_id"] for c in recommender.retriever.index.candidates]
+  # Rated movies alone (no demographics): their history drives the answer.
+  first = recommender.recommend("stranger", k=10, rated=catalogue[:5])
+  second = recommender.recommend("stranger", k=10, rated=catalogue[-5:])
+  for answer in (first, second):
+    assert answer["path"] == FEATURES and len(answer["items"]) == 10
+    assert sorted(answer["defaulted_features"]) == sorted(
+        recommender.retriever.default_features)
+  assert [i["movie_id"] for i in first["items"]] != [i["movie_id"] for i in second["items"]]
+  # Some demographics only: the rest are defaulted, and listed.
+  partial = recommender.recommend("stranger", k=5, features={"user_gender": "F"})
+  assert partial["path"] == FEATURES
+  assert "user_gender" not in partial["defaulted_features"]
+  assert "user_age" in partial["defaulted_features"]
+  # Unknown movie ids are ignored, and said to be; nothing usable left is popularity.
+  mixed = recommender.recommend("stranger", k=5, rated=[catalogue[0], "no-such-movie"])
+  assert mixed["path"] == FEATURES and mixed["ignored_movie_ids"] == ["no-such-movie"]
+  assert catalogue[0] not in {i["movie_id"] for i in mixed["items"]}
+  nothing = recommender.recommend("stranger", k=5, rated=["no-such-movie"])
+  assert nothing["path"] == POPULARITY and nothing["ignored_movie_ids"] == ["no-such-movie"]
 
 
 def test_similar_movies_exclude_the_movie_itself(recommender):
@@ -182,6 +212,11 @@ def test_http_good_requests(service, recommender):
   expected = recommender.recommend(user, k=5, as_of=as_of)
   assert status == 200 and body["as_of"] == as_of
   assert [i["movie_id"] for i in body["items"]] == [i["movie_id"] for i in expected["items"]]
+  status, body = call(base, "POST", "/recommend",
+                      {"user_id": user, "k": 5, "order_by": "predicted_rating"})
+  expected = recommender.recommend(user, k=5, order_by="predicted_rating")
+  assert status == 200 and body["order_by"] == "predicted_rating"
+  assert [i["movie_id"] for i in body["items"]] == [i["movie_id"] for i in expected["items"]]
   status, body = call(base, "GET", "/healthz")
   assert status == 200 and body["status"] == "ok"
   status, body = call(base, "GET", "/metadata")
@@ -193,6 +228,7 @@ def test_http_good_requests(service, recommender):
     ("/recommend", {"user_id": "1", "k": 0}, 422),             # k out of range
     ("/recommend", {"user_id": "1", "k": "ten"}, 422),         # wrong type
     ("/recommend", {"user_id": "1", "colour": "red"}, 422),    # unknown field
+    ("/recommend", {"user_id": "1", "order_by": "stars"}, 422),  # unknown ordering
     ("/recommend", b"{not json", 422),                         # malformed JSON
     ("/recommend", {"user_id": "1", "k": 50, "candidates": 10}, 400),
     ("/recommend", {"user_id": "1", "features": {"shoe_size": 9}}, 400),
@@ -209,7 +245,8 @@ def test_http_unknown_movie_is_404(service):
   assert status == 404 and "no-such-movie" in body["detail"]
 
 
-def test_http_hot_swap_during_requests_drops_nothing(service, serving_dir, recommender):
+def test_http_hot_swap_during_requests_drops_nothing(service, serving_dir, recommender,
+                                                     pushed_artifacts):
   base, live = service
   user = next(iter(recommender.retriever.users))
   old = live.current.version
@@ -223,7 +260,7 @@ def test_http_hot_swap_during_requests_drops_nothing(service, serving_dir, recom
   for t in threads:
     t.start()
   time.sleep(0.5)
-  new = push_copy(serving_dir)
+  new = push(serving_dir, pushed_artifacts)
   assert wait_for_version(live, new, timeout=60)
   time.sleep(0.5)
   stop.set()
@@ -233,3 +270,117 @@ def test_http_hot_swap_during_requests_drops_nothing(service, serving_dir, recom
   versions = {body["version"] for _, body in results}
   assert versions == {old, new}
   assert call(base, "GET", "/metadata")[1]["version"] == new
+
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def guarded_service(serving_dir):
+  """The service as exposed: a bearer token, plus a route that fails unexpectedly."""
+  import uvicorn  # pylint: disable=g-import-not-at-top
+  from serving.http_service import create_app  # pylint: disable=g-import-not-at-top
+  live = LiveRecommender(serving_dir)
+  app = create_app(live, token=TOKEN)
+
+  @app.get("/boom")
+  def boom():
+    raise RuntimeError("secret detail at /srv/models/private")
+
+  port = free_port()
+  server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+  thread = threading.Thread(target=server.run, daemon=True)
+  thread.start()
+  base = f"http://127.0.0.1:{port}"
+  for _ in range(100):
+    try:
+      urllib.request.urlopen(base + "/healthz", timeout=1)
+      break
+    except (urllib.error.URLError, ConnectionError):
+      time.sleep(0.1)
+  yield base, live
+  server.should_exit = True
+  thread.join(timeout=10)
+
+
+def raw_call(base, method, path, body=None, token=None):
+  """(status, headers, body bytes)."""
+  headers = {"Content-Type": "application/json"}
+  if token:
+    headers["Authorization"] = f"Bearer {token}"
+  data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+  request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+  try:
+    with urllib.request.urlopen(request, timeout=10) as response:
+      return response.status, response.headers, response.read()
+  except urllib.error.HTTPError as e:
+    return e.code, e.headers, e.read()
+
+
+def test_http_with_a_token_refuses_callers_without_it(guarded_service, recommender):
+  base, _ = guarded_service
+  user = next(iter(recommender.retriever.users))
+  body = {"user_id": user, "k": 3}
+  for token in (None, "wrong"):
+    for method, path, payload in [("POST", "/recommend", body), ("GET", "/metadata", None),
+                                  ("GET", "/metrics", None), ("GET", "/similar?movie_id=1", None)]:
+      status, headers, _ = raw_call(base, method, path, payload, token=token)
+      assert status == 401 and headers["WWW-Authenticate"] == "Bearer", (path, token)
+  status, _, answer = raw_call(base, "POST", "/recommend", body, token=TOKEN)
+  assert status == 200 and len(json.loads(answer)["items"]) == 3
+  assert raw_call(base, "GET", "/healthz")[0] == 200  # probes need no token
+
+
+def test_http_exposes_no_docs_paths_or_exception_text(guarded_service):
+  base, _ = guarded_service
+  assert raw_call(base, "GET", "/docs", token=TOKEN)[0] == 404
+  assert raw_call(base, "GET", "/openapi.json", token=TOKEN)[0] == 404
+  status, headers, answer = raw_call(base, "GET", "/boom", token=TOKEN)
+  body = json.loads(answer)
+  assert status == 500 and body == {"detail": "internal error", "request_id": body["request_id"]}
+  assert headers["X-Request-ID"] == body["request_id"] and b"secret" not in answer
+  status, _, answer = raw_call(base, "GET", "/metadata", token=TOKEN)
+  metadata = json.loads(answer)
+  assert status == 200 and "path" not in metadata and b"uri" not in answer
+  assert b'"/' not in answer  # no absolute path anywhere
+  assert metadata["retrieval_model"]["id"] and metadata["index"]["num_candidates"]
+
+
+def test_http_refuses_bodies_over_the_limit(guarded_service):
+  base, _ = guarded_service
+  huge = {"user_id": "1", "rated": ["x" * 60] * 2000}  # ~130 KB
+  status, _, answer = raw_call(base, "POST", "/recommend", huge, token=TOKEN)
+  assert status == 413 and b"over" in answer
+
+
+def test_http_metrics_count_requests_and_show_the_bundle(guarded_service, recommender):
+  base, live = guarded_service
+  user = next(iter(recommender.retriever.users))
+  for _ in range(3):
+    raw_call(base, "POST", "/recommend", {"user_id": user, "k": 2}, token=TOKEN)
+  raw_call(base, "POST", "/recommend", {"user_id": user, "k": 0}, token=TOKEN)  # a 422
+  status, headers, answer = raw_call(base, "GET", "/metrics", token=TOKEN)
+  text = answer.decode()
+  assert status == 200 and headers["Content-Type"].startswith("text/plain")
+
+  def sample(line_start):
+    lines = [l for l in text.splitlines() if l.startswith(line_start)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+  assert sample('movrec_requests_total{path="/recommend",status="200"}') >= 3
+  assert sample('movrec_requests_total{path="/recommend",status="422"}') >= 1
+  assert sample('movrec_request_seconds_count{path="/recommend"}') >= 4
+  assert sample("movrec_bundle_version") == live.current.version
+  assert sample("movrec_bundle_reload_failures") == 0
+
+
+def test_binding_beyond_loopback_needs_a_token(serving_dir, capsys):
+  from pipeline import cli  # pylint: disable=g-import-not-at-top
+  from serving.http_service import ServiceConfigError, check_exposure  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ServiceConfigError, match="MOVREC_API_TOKEN"):
+    check_exposure("0.0.0.0", None)
+  check_exposure("0.0.0.0", "a-token")
+  check_exposure("127.0.0.1", None)
+  os.environ.pop("MOVREC_API_TOKEN", None)
+  assert cli.main(["serve", "--host", "0.0.0.0", "--serving-dir", serving_dir]) == 1
+  assert "token" in capsys.readouterr().err

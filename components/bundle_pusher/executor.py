@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -116,6 +118,47 @@ def serving_version_of(serving_dir: str, model: types.Artifact, index: types.Art
   return path if same else None
 
 
+def _fsync_tree(root: str) -> None:
+  """Flushes every file under root, then the directories, to disk (before the rename
+  that publishes them: a crash after the rename must not leave empty files behind)."""
+  for dirpath, _, names in os.walk(root, topdown=False):
+    for name in names:
+      with open(os.path.join(dirpath, name), "rb") as f:
+        os.fsync(f.fileno())
+    _fsync_dir(dirpath)
+
+
+def _fsync_dir(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def remove_stale_temp_dirs(serving_dir: str) -> List[str]:
+  """Removes `.tmp-<version>-<pid>` directories whose push process is gone (a killed
+  push); returns their names. Local directories only."""
+  removed = []
+  for name in os.listdir(serving_dir):
+    match = re.match(rf"^{re.escape(bundle_layout.TEMP_PREFIX)}\d+-(\d+)$", name)
+    if not match or _process_alive(int(match.group(1))):
+      continue
+    shutil.rmtree(os.path.join(serving_dir, name), ignore_errors=True)
+    removed.append(name)
+  return removed
+
+
+def _process_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
 def next_version(serving_dir: str) -> int:
   existing = bundle_layout.versions(serving_dir)
   return max([int(time.time())] + [v + 1 for v in existing])
@@ -127,10 +170,14 @@ def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
   """Writes a new version and returns its path. Locally: into a temp dir, then renamed
   into place (atomic). On object stores: in place, manifest last (see bundle_layout)."""
   tf.io.gfile.makedirs(serving_dir)
+  local = "://" not in serving_dir
+  if local:
+    for name in remove_stale_temp_dirs(serving_dir):
+      logging.warning("BundlePusher: removed %s, left by a push that did not finish", name)
   version = next_version(serving_dir)
   final = bundle_layout.version_dir(serving_dir, version)
-  local = "://" not in serving_dir
-  work = os.path.join(serving_dir, f".tmp-{version}-{os.getpid()}") if local else final
+  work = (os.path.join(serving_dir, f"{bundle_layout.TEMP_PREFIX}{version}-{os.getpid()}")
+          if local else final)
   if tf.io.gfile.exists(work):
     tf.io.gfile.rmtree(work)
   try:
@@ -153,10 +200,13 @@ def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
         "ranking_model": {"uri": ranking.uri, "id": ranking.id} if ranking else None,
         "num_users": len(users),
         "default_timestamp": max((u["last_timestamp"] for u in users), default=0),
+        "files": bundle_layout.file_list(work),  # checked by serving before use
     }
     write_file(os.path.join(work, bundle_layout.MANIFEST_FILE), json.dumps(manifest, indent=2))
     if local:
+      _fsync_tree(work)
       os.rename(work, final)  # readers see all of the version or nothing
+      _fsync_dir(serving_dir)
   except BaseException:
     if local and tf.io.gfile.exists(work):
       tf.io.gfile.rmtree(work)
