@@ -49,10 +49,41 @@ def test_known_user_gets_unseen_movies_in_retrieval_order_with_predicted_ratings
   assert [i["movie_id"] for i in items] == [r.movie_id for r in retrieved[:10]]
   assert [i["retrieval_score"] for i in items] == pytest.approx(
       [r.score for r in retrieved[:10]], abs=1e-6)
-  # Each carries the ranking model's predicted rating, computed per movie alone.
+  # Each carries the ranking model's predicted rating: checked against the exported
+  # model's tf.Example signature (parsing, Transform and the networks, the path TFX's
+  # Evaluator scores), fed Examples built here from the user table and the catalogue.
   ratings = [i["predicted_rating"] for i in items]
-  assert recommender.score(user, [i["movie_id"] for i in items]) == pytest.approx(
-      ratings, abs=1e-5)
+  assert independent_ratings(recommender, user, [i["movie_id"] for i in items]) == \
+      pytest.approx(ratings, abs=1e-4)
+
+
+def independent_ratings(recommender, user, movie_ids):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from modules import features as F  # pylint: disable=g-import-not-at-top
+  stored = recommender.retriever.users[user]
+  catalogue = {c["movie_id"]: c for c in recommender.retriever.index.candidates}
+
+  def feature(values):
+    if isinstance(values[0], int):
+      return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
+
+  examples = []
+  for movie in movie_ids:
+    c = catalogue[movie]
+    values = {F.USER_ID: [user], F.TIMESTAMP: [int(stored["last_timestamp"])],
+              F.MOVIE_ID: [movie], F.MOVIE_TITLE: [c["title"]], F.USER_RATING: None,
+              **{name: [value] for name, value in stored["features"].items()}}
+    if c["genres"]:
+      values[F.MOVIE_GENRES] = list(c["genres"])
+    if c["year"]:
+      values[F.MOVIE_RELEASE_YEAR] = [int(c["year"])]
+    example = tf.train.Example(features=tf.train.Features(feature={
+        name: feature(v) for name, v in values.items() if v is not None}))
+    examples.append(example.SerializeToString())
+  model = tf.saved_model.load(os.path.join(recommender.path, bundle_layout.RANKING_MODEL_DIR))
+  out = model.signatures["serving_default"](examples=tf.constant(examples))
+  return [float(v) for v in out["predictions"].numpy().reshape(-1)]
 
 
 def test_ordering_by_predicted_rating_is_the_best_rated_of_the_candidates(recommender):
