@@ -13,13 +13,11 @@ import json
 import os
 from typing import Dict, List, Optional
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from tfx import v1 as tfx
 
-from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
-
-from modules.hparams import RankingHParams, RetrievalHParams  # pylint: disable=g-import-not-at-top
-from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
-from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+from modules.hparams import RankingHParams, RetrievalHParams
+from pipeline import pipeline as pipeline_lib
+from pipeline.config import PipelineConfig
 
 DEFAULT_IMAGE = "movrec-pipeline:latest"
 IMAGE_SCHEMA_DIR = "/movrec/schemas"  # where the Dockerfile puts schemas/

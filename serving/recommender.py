@@ -25,15 +25,12 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-from modules import features as F  # pylint: disable=g-import-not-at-top
-from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
-from serving import bundle_layout  # pylint: disable=g-import-not-at-top
-from serving.retriever import BundleNotFoundError, Retriever  # pylint: disable=g-import-not-at-top
+from modules import features as F
+from bundle import layout as bundle_layout
+from serving.retriever import BundleNotFoundError, Retriever
 
 log = logging.getLogger("movrec.serving")
 
@@ -85,7 +82,7 @@ class Recommender:
       n = tf.shape(rows)[0]
       inputs = {name: tf.gather(value, rows) for name, value in movie.items()}
       inputs.update({name: tf.repeat(value, n) for name, value in user.items()})
-      return rank(**inputs)[ranking_trainer.PREDICTIONS]
+      return rank(**inputs)[F.RATING_OUTPUT]
 
     return score_rows
 

@@ -18,8 +18,8 @@ import time
 import pytest
 
 from components.bundle_pusher import executor as pusher
-from components.index_builder import scann_index
-from serving import bundle_layout
+from bundle import scann_index
+from bundle import layout as bundle_layout
 from serving.recommender import LiveRecommender
 from serving.retriever import BundleNotFoundError
 

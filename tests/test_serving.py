@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from serving import bundle_layout
+from bundle import layout as bundle_layout
 from serving.recommender import (FEATURES, PERSONALIZED, POPULARITY, LiveRecommender,
                                  Recommender, UnknownMovieError, wait_for_version)
 
@@ -375,7 +375,7 @@ def test_http_metrics_count_requests_and_show_the_bundle(guarded_service, recomm
 
 
 def test_binding_beyond_loopback_needs_a_token(serving_dir, capsys):
-  from pipeline import cli  # pylint: disable=g-import-not-at-top
+  from movrec import main as cli  # pylint: disable=g-import-not-at-top
   from serving.http_service import ServiceConfigError, check_exposure  # pylint: disable=g-import-not-at-top
   with pytest.raises(ServiceConfigError, match="MOVREC_API_TOKEN"):
     check_exposure("0.0.0.0", None)

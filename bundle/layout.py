@@ -3,7 +3,7 @@
   <serving_dir>/<version>/      version: integer, increasing (push time in seconds)
     manifest.json               what was pushed, from which artifacts, with which metrics
     query_model/                the retrieval query tower (SavedModel, raw-feature input)
-    index/                      the ScaNN index (components/index_builder/scann_index.py)
+    index/                      the ScaNN index (bundle/scann_index.py)
     ranking_model/              the ranking SavedModel (serve_features: raw inputs)
     ranking_model.tflite        its dense-input core as TensorFlow Lite (on-device)
     users.jsonl                 known users: raw features, rated movie ids, last rating time
