@@ -1,4 +1,5 @@
 """The two-stage recommender and its HTTP service, on a bundle a real pipeline run pushed."""
+import contextlib
 import json
 import os
 import shutil
@@ -166,12 +167,20 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def service(serving_dir):
   """The real HTTP service (uvicorn) on a loopback port, polling for new bundles."""
-  import uvicorn  # pylint: disable=g-import-not-at-top
   from serving.http_service import create_app  # pylint: disable=g-import-not-at-top
   live = LiveRecommender(serving_dir, poll_seconds=0.2).start()
+  with running(create_app(live)) as base:
+    yield base, live
+  live.stop()
+
+
+@contextlib.contextmanager
+def running(app):
+  """`app` served by uvicorn on a free loopback port, in a thread; yields its base URL."""
+  import uvicorn  # pylint: disable=g-import-not-at-top
   port = free_port()
-  server = uvicorn.Server(uvicorn.Config(create_app(live), host="127.0.0.1", port=port,
-                                         log_level="warning"))
+  server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                         log_level="critical"))
   thread = threading.Thread(target=server.run, daemon=True)
   thread.start()
   base = f"http://127.0.0.1:{port}"
@@ -181,10 +190,11 @@ def service(serving_dir):
       break
     except (urllib.error.URLError, ConnectionError):
       time.sleep(0.1)
-  yield base, live
-  server.should_exit = True
-  thread.join(timeout=10)
-  live.stop()
+  try:
+    yield base
+  finally:
+    server.should_exit = True
+    thread.join(timeout=10)
 
 
 def call(base, method, path, body=None):
@@ -278,7 +288,6 @@ TOKEN = "s3cret-token"
 @pytest.fixture(scope="module")
 def guarded_service(serving_dir):
   """The service as exposed: a bearer token, plus a route that fails unexpectedly."""
-  import uvicorn  # pylint: disable=g-import-not-at-top
   from serving.http_service import create_app  # pylint: disable=g-import-not-at-top
   live = LiveRecommender(serving_dir)
   app = create_app(live, token=TOKEN)
@@ -287,20 +296,8 @@ def guarded_service(serving_dir):
   def boom():
     raise RuntimeError("secret detail at /srv/models/private")
 
-  port = free_port()
-  server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-  thread = threading.Thread(target=server.run, daemon=True)
-  thread.start()
-  base = f"http://127.0.0.1:{port}"
-  for _ in range(100):
-    try:
-      urllib.request.urlopen(base + "/healthz", timeout=1)
-      break
-    except (urllib.error.URLError, ConnectionError):
-      time.sleep(0.1)
-  yield base, live
-  server.should_exit = True
-  thread.join(timeout=10)
+  with running(app) as base:
+    yield base, live
 
 
 def raw_call(base, method, path, body=None, token=None):
