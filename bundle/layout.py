@@ -31,6 +31,8 @@ from typing import Dict, List, Optional
 
 import tensorflow as tf
 
+from modules.errors import MovrecError
+
 MANIFEST_FILE = "manifest.json"
 QUERY_MODEL_DIR = "query_model"
 INDEX_DIR = "index"
@@ -43,7 +45,7 @@ TEMP_PREFIX = ".tmp-"
 _VERSION = re.compile(r"^\d+$")
 
 
-class InvalidBundleError(ValueError):
+class InvalidBundleError(MovrecError, ValueError):
   """A bundle version that must not be served (missing, truncated or altered file)."""
 
 

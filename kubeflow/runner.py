@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 
 from tfx import v1 as tfx
 
+from modules.errors import ConfigError, MovrecError
 from modules.hparams import RankingHParams, RetrievalHParams
 from pipeline import pipeline as pipeline_lib
 from pipeline.config import PipelineConfig
@@ -23,7 +24,7 @@ DEFAULT_IMAGE = "movrec-pipeline:latest"
 IMAGE_SCHEMA_DIR = "/movrec/schemas"  # where the Dockerfile puts schemas/
 
 
-class SubmitError(RuntimeError):
+class SubmitError(MovrecError, RuntimeError):
   """Submitting needs something that is missing (project, endpoint, credentials)."""
 
 
@@ -46,7 +47,7 @@ def compile_pipeline(config: PipelineConfig, output_file: str, image: str = DEFA
                      runtime_parameters: bool = True) -> Dict:
   """Writes the pipeline JSON to output_file; returns it as a dict."""
   if config.rolling_spans > 1:
-    raise ValueError(
+    raise ConfigError(
         f"rolling_spans={config.rolling_spans} needs TFX's SpanRangeStrategy resolver, which "
         "KubeflowV2DagRunner cannot compile (it compiles only the latest-artifact and "
         "latest-blessed-model resolvers). Compile with --rolling-spans 1: each scheduled run "

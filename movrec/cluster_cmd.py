@@ -5,6 +5,7 @@ import json
 import os
 
 from components.movielens_example_gen import layouts
+from modules.errors import ConfigError
 from movrec import paths
 from pipeline import config as config_lib
 
@@ -34,7 +35,7 @@ def _send(args, cron=None) -> int:
   with paths.quiet_imports(args):
     from kubeflow import runner  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(args.compiled):
-    raise FileNotFoundError(f"{args.compiled} does not exist; run `movrec compile` first")
+    raise ConfigError(f"{args.compiled} does not exist; run `movrec compile` first")
   target = runner.ClusterTarget(project=args.project, region=args.region,
                                 kfp_host=args.kfp_host, service_account=args.service_account)
   with open(args.compiled) as f:

@@ -42,7 +42,7 @@ def cmd_artifacts(args) -> int:
   rows = lib.artifacts(store, args.pipeline_name, run_id=args.run, type_name=args.type,
                        component=args.component)
   if not rows:
-    raise LookupError("no artifact matches those filters")
+    raise lib.InspectError("no artifact matches those filters")
 
   def text():
     lines = []

@@ -20,6 +20,7 @@ import argparse
 import sys
 from typing import List, Optional
 
+from modules.errors import MovrecError
 from movrec import cluster_cmd, inspect_cmd, run_cmd, serve_cmd
 
 COMMAND_GROUPS = (run_cmd, serve_cmd, cluster_cmd, inspect_cmd)
@@ -38,10 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return args.func(args)
-  # The project's errors (bad data, a failed run, a store in use, an invalid bundle, an
-  # unsafe service configuration) are ValueErrors or RuntimeErrors with a message meant
-  # for the user; LookupError: an unknown movie, user, run or artifact.
-  except (ValueError, RuntimeError, FileNotFoundError, LookupError) as e:
+  except MovrecError as e:  # meant for the user (modules/errors.py); anything else is a bug
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"\nerror: {message}", file=sys.stderr)
     return 1

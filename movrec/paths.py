@@ -5,6 +5,7 @@ import json
 import os
 from typing import List, Optional
 
+from modules.errors import ConfigError
 from pipeline import config as config_lib
 
 
@@ -52,7 +53,7 @@ def key_values(pairs: Optional[List[str]], flag: str) -> dict:
   for pair in pairs or []:
     key, sep, value = pair.partition("=")
     if not sep:
-      raise ValueError(f"{flag} {pair!r}: expected NAME=VALUE")
+      raise ConfigError(f"{flag} {pair!r}: expected NAME=VALUE")
     try:
       out[key] = json.loads(value)
     except json.JSONDecodeError:

@@ -12,9 +12,10 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
 from bundle import contract
+from modules.errors import MovrecError
 from pipeline import run_summary
 
-class InspectError(LookupError):
+class InspectError(MovrecError, LookupError):
   """A bad id, an unknown run, or an empty store; the message says which."""
 
 

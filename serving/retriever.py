@@ -21,9 +21,10 @@ from bundle import layout as bundle_layout
 from bundle import scann_index
 from modules import features as F
 from modules import retrieval_export
+from modules.errors import MovrecError
 
 
-class BundleNotFoundError(FileNotFoundError):
+class BundleNotFoundError(MovrecError, FileNotFoundError):
   """No complete bundle has been pushed to the serving directory."""
 
 

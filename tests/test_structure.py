@@ -16,7 +16,7 @@ LAYERS = {
     "serving": {"modules", "bundle"},
     "components": {"modules", "bundle", "schemas"},
     "modules": set(),
-    "bundle": set(),
+    "bundle": {"modules"},  # its error type only (modules/errors.py)
     "schemas": set(),
 }
 

@@ -24,11 +24,13 @@ import re
 from collections import Counter
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
+from modules.errors import MovrecError
+
 
 log = logging.getLogger("movrec.data")
 
 
-class MovieLensDataError(ValueError):
+class MovieLensDataError(MovrecError, ValueError):
   """A MovieLens file is missing or has a row that cannot be used.
 
   The message names the file and (1-based) line and says what was expected.
