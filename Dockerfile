@@ -17,6 +17,8 @@ COPY components/ components/
 COPY modules/ modules/
 COPY schemas/ schemas/
 COPY serving/ serving/
+COPY bundle/ bundle/
+COPY movrec/ movrec/
 COPY kubeflow/ kubeflow/
 RUN pip install --no-cache-dir "pip==24.0" && \
     pip install --no-cache-dir -c constraints.txt . && \

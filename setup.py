@@ -30,10 +30,11 @@ setup(
     description="Two-stage (retrieval + ranking) movie recommender as an orchestrated TFX pipeline.",
     python_requires=">=3.9,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "kubeflow", "kubeflow.*", "components", "components.*", "schemas",
-                                    "modules", "modules.*", "serving", "serving.*"]),
+                                    "modules", "modules.*", "serving", "serving.*", "bundle", "bundle.*",
+                                    "movrec", "movrec.*"]),
     package_data={"schemas": ["*/schema.pbtxt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0"]},
-    entry_points={"console_scripts": ["movrec=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["movrec=movrec.main:main"]},
 )

@@ -14,14 +14,13 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+import numpy as np
 
-from bench import pipeline_run  # pylint: disable=g-import-not-at-top
+from bench import pipeline_run
 
-from components.index_builder import scann_index  # pylint: disable=g-import-not-at-top
+from bundle import scann_index
 
 
 def rss_mb() -> float:

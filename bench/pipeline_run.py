@@ -4,11 +4,10 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline import cli  # pylint: disable=g-import-not-at-top
-from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
+from movrec import run_cmd
+from pipeline import config as config_lib
 
 DEFAULT_OUTPUT_DIR = os.path.join("outputs", "bench")
 # Where the benchmark run pushes its bundles (config_lib.PipelineConfig.serving_dir).
@@ -22,7 +21,7 @@ def run(data_dir=None, output_dir=DEFAULT_OUTPUT_DIR, retrieval=None, ranking=No
   PipelineConfig fields) on data_dir."""
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
   config = config_lib.PipelineConfig(
-      data_dir=cli.resolve_data_dir(data_dir), output_dir=output_dir,
+      data_dir=run_cmd.resolve_data_dir(data_dir), output_dir=output_dir,
       retrieval_hparams=retrieval or {}, ranking_hparams=ranking or {}, **config_values)
   started = time.monotonic()
   result = local_runner.run(config, out=sys.stderr).run

@@ -29,13 +29,12 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+import numpy as np
 
-from bench import pipeline_run  # pylint: disable=g-import-not-at-top
-from bench import rerank_features as rf  # pylint: disable=g-import-not-at-top
+from bench import pipeline_run
+from bench import rerank_features as rf
 
 N_RETRIEVED, K = 100, 10
 

@@ -19,11 +19,10 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench import baselines  # pylint: disable=g-import-not-at-top
-from bench import pipeline_run  # pylint: disable=g-import-not-at-top
+from bench import baselines
+from bench import pipeline_run
 
 COLUMNS = ["hr_at_10", "ndcg_at_10", "hr_at_100", "hr_at_1", "top_10", "top_100"]
 # Ablations of the default query tower (modules/hparams.py RetrievalHParams).

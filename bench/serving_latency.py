@@ -23,12 +23,11 @@ import sys
 import time
 import urllib.request
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+import numpy as np
 
-from bench import pipeline_run  # pylint: disable=g-import-not-at-top
+from bench import pipeline_run
 
 
 def free_port() -> int:
@@ -100,7 +99,7 @@ def publish_copy(serving_dir: str) -> int:
   """A new version: the newest copied, published as the BundlePusher publishes (a
   temporary folder, the manifest with its file list last, then a rename)."""
   import shutil  # pylint: disable=g-import-not-at-top
-  from serving import bundle_layout  # pylint: disable=g-import-not-at-top
+  from bundle import layout as bundle_layout  # pylint: disable=g-import-not-at-top
   newest = bundle_layout.versions(serving_dir)[-1]
   version = max(int(time.time()), newest + 1)
   work = os.path.join(serving_dir, f"{bundle_layout.TEMP_PREFIX}{version}-{os.getpid()}")

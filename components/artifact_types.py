@@ -10,7 +10,7 @@ from tfx.types import artifact
 class RetrievalIndex(artifact.Artifact):
   """A ScaNN searcher over candidate embeddings, with the candidates' ids and metadata.
 
-  Files: see components/index_builder/scann_index.py. Custom properties record the
+  Files: see bundle/scann_index.py. Custom properties record the
   catalogue size (num_candidates), the search mode, the measured recall@10 against exact
   search, queries per second and build seconds. (No typed PROPERTIES: the Kubeflow V2
   compiler only accepts them on types it has a schema for.)

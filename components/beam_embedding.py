@@ -16,13 +16,11 @@ import hashlib
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
 
-import apache_beam as beam  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-from modules import retrieval_export  # pylint: disable=g-import-not-at-top
+from modules import retrieval_export
 
 _KEY, _EMBEDDING, _ID = "key", "embedding", "id"
 

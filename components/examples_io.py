@@ -7,13 +7,11 @@ the path for bigger data (see README "Scaling").
 import os
 from typing import Dict, List, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
+from tfx.types import artifact_utils
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
-
-from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import features as F
 
 
 def split_files(examples, split: str) -> List[str]:

@@ -1,0 +1,6 @@
+"""Compiling and submitting the pipeline for Kubeflow Pipelines v2 / Vertex AI."""
+import os
+
+# TensorFlow Recommenders needs Keras 2: set before TensorFlow is imported, which any
+# module of this package may do (child processes, e.g. Beam workers, inherit it).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -13,19 +13,18 @@ import json
 import os
 from typing import Dict, List, Optional
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from tfx import v1 as tfx
 
-from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
-
-from modules.hparams import RankingHParams, RetrievalHParams  # pylint: disable=g-import-not-at-top
-from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
-from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+from modules.errors import ConfigError, MovrecError
+from modules.hparams import RankingHParams, RetrievalHParams
+from pipeline import pipeline as pipeline_lib
+from pipeline.config import PipelineConfig
 
 DEFAULT_IMAGE = "movrec-pipeline:latest"
 IMAGE_SCHEMA_DIR = "/movrec/schemas"  # where the Dockerfile puts schemas/
 
 
-class SubmitError(RuntimeError):
+class SubmitError(MovrecError, RuntimeError):
   """Submitting needs something that is missing (project, endpoint, credentials)."""
 
 
@@ -48,7 +47,7 @@ def compile_pipeline(config: PipelineConfig, output_file: str, image: str = DEFA
                      runtime_parameters: bool = True) -> Dict:
   """Writes the pipeline JSON to output_file; returns it as a dict."""
   if config.rolling_spans > 1:
-    raise ValueError(
+    raise ConfigError(
         f"rolling_spans={config.rolling_spans} needs TFX's SpanRangeStrategy resolver, which "
         "KubeflowV2DagRunner cannot compile (it compiles only the latest-artifact and "
         "latest-blessed-model resolvers). Compile with --rolling-spans 1: each scheduled run "

@@ -28,6 +28,7 @@ MOVIE_FEATURES = (MOVIE_ID, MOVIE_TITLE, MOVIE_GENRES, MOVIE_RELEASE_YEAR)
 RATING_FEATURES = (USER_ID, *MOVIE_FEATURES, USER_RATING, TIMESTAMP)
 
 LABEL = USER_RATING
+RATING_OUTPUT = "predictions"  # the ranking model's output key: the predicted rating
 
 # --- Transformed features (outputs of modules.preprocessing.preprocessing_fn) --------
 def transformed_name(name: str) -> str:

@@ -8,6 +8,8 @@ typo in a configuration fails loudly instead of silently training the default.
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
+from modules.errors import ConfigError
+
 
 class _FromDict:
   """`from_dict` / `to_dict` for a dataclass of plain values."""
@@ -18,7 +20,7 @@ class _FromDict:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-      raise ValueError(f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
+      raise ConfigError(f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
     for name, value in values.items():
       if isinstance(value, list):  # JSON round trip turns tuples into lists
         values[name] = tuple(value)
@@ -106,7 +108,7 @@ def make_optimizer(name: str, learning_rate: float):
   optimizers = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad,
                 "sgd": tf.keras.optimizers.SGD}
   if name not in optimizers:
-    raise ValueError(f"optimizer {name!r} is not one of {sorted(optimizers)}")
+    raise ConfigError(f"optimizer {name!r} is not one of {sorted(optimizers)}")
   return optimizers[name](learning_rate=learning_rate)
 
 

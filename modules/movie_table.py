@@ -6,15 +6,12 @@ adds movies drawn uniformly from the catalogue to every batch; this table holds 
 features so the candidate tower can embed them in the training step.
 """
 
-import os
 from typing import Dict, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-from modules import transformed_data  # pylint: disable=g-import-not-at-top
+from modules import transformed_data
 
 
 def collect(patterns, feature_spec, id_feature: str, features: Sequence[str]) -> Dict:

@@ -8,14 +8,12 @@ Movie features are computed from movie inputs only, so the same graph can transf
 candidate catalogue. User demographics are transformed when the data has them.
 """
 
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+import tensorflow as tf
+import tensorflow_transform as tft
 
-from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import features as F
 
 _xf = F.transformed_name
 _TITLE_PUNCTUATION = r"[^\p{L}\p{N}']+"  # anything but letters, digits and apostrophes

@@ -9,17 +9,14 @@ Transform's output, including the sparse genre ids, into them), so it converts t
 TensorFlow Lite as it is.
 """
 
-import os
 from typing import Dict, Mapping, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
-
-from modules import features as F  # pylint: disable=g-import-not-at-top
-from modules import warm_start  # pylint: disable=g-import-not-at-top
-from modules.hparams import RankingHParams, make_optimizer  # pylint: disable=g-import-not-at-top
+from modules import features as F
+from modules import warm_start
+from modules.hparams import RankingHParams, make_optimizer
 
 _xf = F.transformed_name
 USER_ID, MOVIE_ID = _xf(F.USER_ID), _xf(F.MOVIE_ID)

@@ -17,23 +17,21 @@ import json
 import os
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
+import tensorflow_transform as tft
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-
-from modules import features as F  # pylint: disable=g-import-not-at-top
-from modules import ranking_model  # pylint: disable=g-import-not-at-top
-from modules import training_progress  # pylint: disable=g-import-not-at-top
-from modules import transformed_data  # pylint: disable=g-import-not-at-top
-from modules import warm_start  # pylint: disable=g-import-not-at-top
-from modules.hparams import RankingHParams, overrides_from  # pylint: disable=g-import-not-at-top
+from modules import features as F
+from modules import ranking_model
+from modules import training_progress
+from modules import transformed_data
+from modules import warm_start
+from modules.hparams import RankingHParams, overrides_from
 
 HPARAMS_KEY = "ranking"
 TRAINING_FILE = "training.json"
 CORE_DIR = os.path.join("assets.extra", "ranking_core")
 CORE_INFO_FILE = "ranking_core.json"
-PREDICTIONS = "predictions"
+PREDICTIONS = F.RATING_OUTPUT
 
 
 def _cores(model) -> dict:

@@ -20,13 +20,11 @@ import json
 import os
 from typing import Dict, List, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-from modules import features as F  # pylint: disable=g-import-not-at-top
-from modules.retrieval_model import HISTORY_FEATURE, HISTORY_SECONDS_FEATURE, with_history  # pylint: disable=g-import-not-at-top
+from modules import features as F
+from modules.retrieval_model import HISTORY_FEATURE, HISTORY_SECONDS_FEATURE, with_history
 
 QUERY_DIR = "query"
 CANDIDATE_DIR = "candidate"

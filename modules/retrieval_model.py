@@ -21,20 +21,17 @@ movies are over-represented as in-batch negatives; their logits get log P(movie)
 subtracted, Yi et al. 2019).
 """
 
-import os
 from typing import Mapping, Optional, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
-
-from modules import features as F  # pylint: disable=g-import-not-at-top
-from modules import movie_table  # pylint: disable=g-import-not-at-top
-from modules import user_history  # pylint: disable=g-import-not-at-top
-from modules import warm_start  # pylint: disable=g-import-not-at-top
-from modules.hparams import RetrievalHParams, make_optimizer  # pylint: disable=g-import-not-at-top
+from modules import features as F
+from modules import movie_table
+from modules import user_history
+from modules import warm_start
+from modules.hparams import RetrievalHParams, make_optimizer
 
 _xf = F.transformed_name
 

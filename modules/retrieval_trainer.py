@@ -10,20 +10,18 @@ import json
 import os
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
+import tensorflow_transform as tft
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-
-from modules import movie_table  # pylint: disable=g-import-not-at-top
-from modules import ranking_holdout  # pylint: disable=g-import-not-at-top
-from modules import retrieval_export  # pylint: disable=g-import-not-at-top
-from modules import retrieval_model  # pylint: disable=g-import-not-at-top
-from modules import training_progress  # pylint: disable=g-import-not-at-top
-from modules import transformed_data  # pylint: disable=g-import-not-at-top
-from modules import user_history  # pylint: disable=g-import-not-at-top
-from modules import warm_start  # pylint: disable=g-import-not-at-top
-from modules.hparams import RetrievalHParams, overrides_from  # pylint: disable=g-import-not-at-top
+from modules import movie_table
+from modules import ranking_holdout
+from modules import retrieval_export
+from modules import retrieval_model
+from modules import training_progress
+from modules import transformed_data
+from modules import user_history
+from modules import warm_start
+from modules.hparams import RetrievalHParams, overrides_from
 
 HPARAMS_KEY = "retrieval"
 ID_COLUMNS = (retrieval_model.QUERY_ID_FEATURE, retrieval_model.CANDIDATE_ID_FEATURE,

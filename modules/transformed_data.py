@@ -1,14 +1,11 @@
 """Reading Transform's output (gzipped TFRecords of transformed tf.Examples) for training."""
 
-import os
 from typing import Dict, Iterable, List, Union
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import features as F
 
 _xf = F.transformed_name
 

@@ -10,12 +10,10 @@ caller passes the user's rated movies (serving/retriever.py, which applies the s
 "strictly before" rule to an `as_of` time).
 """
 
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow as tf
 
 
 def build_table(user_ids: np.ndarray, movie_ids: np.ndarray, seconds: np.ndarray,

@@ -12,12 +12,10 @@ initialisation. Embedding layers say which feature's vocabulary indexes them wit
 import os
 from typing import Dict, Iterator, List, Mapping, Tuple
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-from modules import features as F  # pylint: disable=g-import-not-at-top
+from modules import features as F
 
 # Under the Trainer's serving model directory (assets.extra: SavedModel loaders ignore it).
 WARM_START_DIR = os.path.join("assets.extra", "warm_start")

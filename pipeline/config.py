@@ -14,6 +14,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from components.movielens_example_gen import layouts
+from modules.errors import ConfigError
 from modules.hparams import RankingHParams, RetrievalHParams
 
 ENV_DATA_DIR = "MOVIELENS_DATA_DIR"
@@ -96,15 +97,15 @@ class PipelineConfig:
     RetrievalHParams.from_dict(self.retrieval_hparams)  # unknown keys fail here, not in the Trainer
     RankingHParams.from_dict(self.ranking_hparams)
     if self.rolling_spans < 1:
-      raise ValueError(f"rolling_spans must be at least 1, not {self.rolling_spans}")
+      raise ConfigError(f"rolling_spans must be at least 1, not {self.rolling_spans}")
     if "://" not in self.output_dir:  # executors may run elsewhere than the caller's cwd
       self.output_dir = os.path.abspath(self.output_dir)
     if self.beam_mode not in BEAM_MODES:
-      raise ValueError(f"beam_mode {self.beam_mode!r} is not one of {BEAM_MODES}.")
+      raise ConfigError(f"beam_mode {self.beam_mode!r} is not one of {BEAM_MODES}.")
     if self.layout is None:
       self.layout = layouts.detect_layout(self.layout_dir).name
     elif self.layout not in layouts.LAYOUTS:
-      raise ValueError(f"layout {self.layout!r} is not one of {sorted(layouts.LAYOUTS)}.")
+      raise ConfigError(f"layout {self.layout!r} is not one of {sorted(layouts.LAYOUTS)}.")
 
   @property
   def pipeline_root(self) -> str:

@@ -2,8 +2,10 @@
 
 from typing import Optional
 
+from modules.errors import MovrecError
 
-class PipelineRunError(RuntimeError):
+
+class PipelineRunError(MovrecError, RuntimeError):
   """A component failed; names it, the cause, and the full log."""
 
   def __init__(self, component: Optional[str], cause: BaseException, log_path: str):
@@ -12,5 +14,5 @@ class PipelineRunError(RuntimeError):
     super().__init__(f"{where}: {type(cause).__name__}: {cause}\nFull log: {log_path}")
 
 
-class StoreInUseError(RuntimeError):
+class StoreInUseError(MovrecError, RuntimeError):
   """Another run holds the SQLite metadata store."""

@@ -11,9 +11,11 @@ from typing import Dict, List, Optional
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
+from bundle import contract
+from modules.errors import MovrecError
 from pipeline import run_summary
 
-class InspectError(LookupError):
+class InspectError(MovrecError, LookupError):
   """A bad id, an unknown run, or an empty store; the message says which."""
 
 
@@ -150,7 +152,6 @@ def lineage(store, artifact_id: int) -> Dict:
 
 
 RETRIEVAL_METRICS = ("hr_at_10", "ndcg_at_10", "hr_at_100", "top_10", "top_100")
-POPULARITY_PREFIX = "popularity_"  # components/retrieval_evaluator/executor.py
 
 
 def _output_props(run, node, key) -> Optional[Dict]:
@@ -160,42 +161,48 @@ def _output_props(run, node, key) -> Optional[Dict]:
     return None
 
 
-def metrics(store, pipeline_name: str) -> List[Dict]:
-  """Per run: retrieval, index and ranking metrics with blessing decisions, and the push."""
+def _blessing(run, node) -> Dict:
+  props = _output_props(run, node, "blessing") or {}
+  return {"blessed": bool(props.get("blessed")), "reasons": props.get("reasons")}
+
+
+def run_metrics(run: run_summary.PipelineRun) -> Dict:
+  """One run's retrieval, index and ranking metrics with blessing decisions (and their
+  reasons), and the push; a stage the run did not reach is absent."""
+  from components.retrieval_evaluator.executor import POPULARITY_PREFIX  # pylint: disable=g-import-not-at-top
   from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
-  out = []
-  for run in _pipeline_runs(store, pipeline_name):
-    row = {"run_id": run.run_id}
-    evaluation = _output_props(run, "RetrievalEvaluator", "evaluation")
-    if evaluation:
-      row["retrieval"] = {k: evaluation.get(k) for k in RETRIEVAL_METRICS}
-      row["retrieval"]["popularity"] = {k: evaluation.get(POPULARITY_PREFIX + k)
-                                        for k in RETRIEVAL_METRICS}
-      row["retrieval"]["blessed"] = bool(
-          (_output_props(run, "RetrievalEvaluator", "blessing") or {}).get("blessed"))
-      row["retrieval"]["model_id"] = run.output("RetrievalTrainer", "model").id
-    index = _output_props(run, "IndexBuilder", "index")
-    if index:
-      row["index"] = {k: index.get(k) for k in ("search_mode", "num_candidates", "recall_at_10",
-                                                "queries_per_second", "build_seconds")}
-      row["index"]["blessed"] = bool(
-          (_output_props(run, "IndexBuilder", "blessing") or {}).get("blessed"))
-    try:
-      ranking = ranking_eval_config.load_metrics(
-          run.output("RankingEvaluator", "evaluation").uri)[""]
-      row["ranking"] = {"rmse": ranking.get(ranking_eval_config.RMSE),
-                        "mae": ranking.get(ranking_eval_config.MAE),
-                        "example_count": ranking.get("example_count"),
-                        "blessed": bool((_output_props(run, "RankingEvaluator", "blessing")
-                                         or {}).get("blessed")),
-                        "model_id": run.output("RankingTrainer", "model").id}
-    except (KeyError, OSError):
-      pass
-    pushed = _output_props(run, "BundlePusher", "pushed_model")
-    if pushed is not None:
-      row["pushed"] = {"pushed": bool(pushed.get("pushed")),
-                       "destination": pushed.get("pushed_destination"),
-                       "version": pushed.get("pushed_version"),
-                       "reason": pushed.get("not_pushed_reason")}
-    out.append(row)
-  return out
+  row = {"run_id": run.run_id}
+  evaluation = _output_props(run, "RetrievalEvaluator", "evaluation")
+  if evaluation:
+    row["retrieval"] = {k: evaluation.get(k) for k in RETRIEVAL_METRICS}
+    row["retrieval"]["popularity"] = {k: evaluation.get(POPULARITY_PREFIX + k)
+                                      for k in RETRIEVAL_METRICS}
+    row["retrieval"].update(_blessing(run, "RetrievalEvaluator"))
+    row["retrieval"]["model_id"] = run.output("RetrievalTrainer", "model").id
+  index = _output_props(run, "IndexBuilder", "index")
+  if index:
+    row["index"] = {k: index.get(k) for k in ("search_mode", "num_candidates", "recall_at_10",
+                                              "queries_per_second", "build_seconds")}
+    row["index"].update(_blessing(run, "IndexBuilder"))
+  try:
+    ranking = ranking_eval_config.load_metrics(
+        run.output("RankingEvaluator", "evaluation").uri)[""]
+    row["ranking"] = {"rmse": ranking.get(ranking_eval_config.RMSE),
+                      "mae": ranking.get(ranking_eval_config.MAE),
+                      "example_count": ranking.get("example_count"),
+                      **_blessing(run, "RankingEvaluator"),
+                      "model_id": run.output("RankingTrainer", "model").id}
+  except (KeyError, OSError):
+    pass
+  pushed = _output_props(run, "BundlePusher", "pushed_model")
+  if pushed is not None:
+    row["pushed"] = {"pushed": bool(pushed.get(contract.PUSHED)),
+                     "destination": pushed.get(contract.PUSHED_DESTINATION),
+                     "version": pushed.get(contract.PUSHED_VERSION),
+                     "reason": pushed.get(contract.NOT_PUSHED_REASON)}
+  return row
+
+
+def metrics(store, pipeline_name: str) -> List[Dict]:
+  """Per run (oldest first): run_metrics."""
+  return [run_metrics(run) for run in _pipeline_runs(store, pipeline_name)]

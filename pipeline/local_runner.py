@@ -8,18 +8,16 @@ import os
 import sys
 from typing import Iterator, TextIO
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import ml_metadata as mlmd
+from tfx.orchestration import metadata
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
-from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
-from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
-
-from pipeline import abandoned  # pylint: disable=g-import-not-at-top
-from pipeline.errors import PipelineRunError, StoreInUseError  # pylint: disable=g-import-not-at-top
-from pipeline import progress  # pylint: disable=g-import-not-at-top
-from pipeline import run_summary  # pylint: disable=g-import-not-at-top
-from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
-from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
+from pipeline import abandoned
+from pipeline.errors import PipelineRunError, StoreInUseError
+from pipeline import progress
+from pipeline import run_summary
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
 
 
 @dataclasses.dataclass

@@ -19,26 +19,24 @@ import json
 import os
 from typing import Dict, Optional
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
 
-from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
-
-import schemas  # pylint: disable=g-import-not-at-top
-from components.bundle_pusher.component import BundlePusher  # pylint: disable=g-import-not-at-top
-from components.curated_schema_gen.component import CuratedSchemaGen  # pylint: disable=g-import-not-at-top
-from components.index_builder.component import IndexBuilder  # pylint: disable=g-import-not-at-top
-from components.movielens_example_gen.component import MovieLensExampleGen  # pylint: disable=g-import-not-at-top
-from components.retrieval_evaluator.component import RetrievalEvaluator  # pylint: disable=g-import-not-at-top
-from components.validation_gate.component import ValidationGate  # pylint: disable=g-import-not-at-top
-from modules import features as F  # pylint: disable=g-import-not-at-top
-import modules  # pylint: disable=g-import-not-at-top
-from components import fingerprint  # pylint: disable=g-import-not-at-top
-from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
-from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
-from modules.hparams import FINGERPRINT_KEY, RankingHParams, RetrievalHParams  # pylint: disable=g-import-not-at-top
-from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
-from pipeline.config import PREPROCESSING_FN, RANKING_RUN_FN, RETRIEVAL_RUN_FN, PipelineConfig  # pylint: disable=g-import-not-at-top
+import schemas
+from components.bundle_pusher.component import BundlePusher
+from components.curated_schema_gen.component import CuratedSchemaGen
+from components.index_builder.component import IndexBuilder
+from components.movielens_example_gen.component import MovieLensExampleGen
+from components.retrieval_evaluator.component import RetrievalEvaluator
+from components.validation_gate.component import ValidationGate
+from modules import features as F
+import modules
+from components import fingerprint
+from modules import retrieval_trainer
+from modules import ranking_trainer
+from modules.hparams import FINGERPRINT_KEY, RankingHParams, RetrievalHParams
+from pipeline import ranking_eval_config
+from pipeline.config import PREPROCESSING_FN, RANKING_RUN_FN, RETRIEVAL_RUN_FN, PipelineConfig
 
 
 # Tunables a scheduler may change per run without recompiling (Kubeflow / Vertex runtime

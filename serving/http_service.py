@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, Response
 import prometheus_client
 from pydantic import BaseModel, ConfigDict, Field
 
+from modules.errors import MovrecError
 from serving.recommender import ORDERS, RETRIEVAL_ORDER, LiveRecommender, UnknownMovieError
 
 log = logging.getLogger("movrec.http")
@@ -41,7 +42,7 @@ PUBLIC_PATHS = ("/healthz",)
 _ROUTES = ("/recommend", "/similar", "/healthz", "/metadata", "/metrics")
 
 
-class ServiceConfigError(ValueError):
+class ServiceConfigError(MovrecError, ValueError):
   """The service would start unsafe (e.g. exposed beyond loopback without a token)."""
 
 

@@ -25,15 +25,13 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-from modules import features as F  # pylint: disable=g-import-not-at-top
-from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
-from serving import bundle_layout  # pylint: disable=g-import-not-at-top
-from serving.retriever import BundleNotFoundError, Retriever  # pylint: disable=g-import-not-at-top
+from bundle import layout as bundle_layout
+from modules import features as F
+from modules.errors import ConfigError, MovrecError
+from serving.retriever import BundleNotFoundError, Retriever
 
 log = logging.getLogger("movrec.serving")
 
@@ -43,7 +41,7 @@ RETRIEVAL_ORDER, RATING_ORDER = "retrieval_score", "predicted_rating"
 ORDERS = (RETRIEVAL_ORDER, RATING_ORDER)
 
 
-class UnknownMovieError(KeyError):
+class UnknownMovieError(MovrecError, KeyError):
   """The movie id is not in the bundle's catalogue."""
 
 
@@ -85,7 +83,7 @@ class Recommender:
       n = tf.shape(rows)[0]
       inputs = {name: tf.gather(value, rows) for name, value in movie.items()}
       inputs.update({name: tf.repeat(value, n) for name, value in user.items()})
-      return rank(**inputs)[ranking_trainer.PREDICTIONS]
+      return rank(**inputs)[F.RATING_OUTPUT]
 
     return score_rows
 
@@ -101,7 +99,7 @@ class Recommender:
     query is made at that time, and only the user's ratings made strictly before it are
     history and are excluded as seen."""
     if order_by not in ORDERS:
-      raise ValueError(f"order_by {order_by!r} is not one of {list(ORDERS)}")
+      raise ConfigError(f"order_by {order_by!r} is not one of {list(ORDERS)}")
     known = user_id in self.retriever.users
     ignored = [m for m in rated or () if m not in self.retriever.position]
     rated = None if rated is None else [m for m in rated if m in self.retriever.position]
@@ -123,7 +121,7 @@ class Recommender:
       for item, rating in zip(items, ratings):
         item[RATING_ORDER] = float(rating)
     elif order_by == RATING_ORDER:
-      raise ValueError(f"bundle {self.version} has no ranking model to order by "
+      raise ConfigError(f"bundle {self.version} has no ranking model to order by "
                        "predicted rating")
     if order_by == RATING_ORDER:
       items.sort(key=lambda i: -i[RATING_ORDER])  # stable: ties keep retrieval order

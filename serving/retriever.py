@@ -12,19 +12,19 @@ import json
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import scann  # pylint: disable=unused-import  (registers the ops of ScaNN SavedModels)
+import tensorflow as tf
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import scann  # pylint: disable=g-import-not-at-top,unused-import
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-from components.index_builder import scann_index  # pylint: disable=g-import-not-at-top
-from modules import features as F  # pylint: disable=g-import-not-at-top
-from modules import retrieval_export  # pylint: disable=g-import-not-at-top
-from serving import bundle_layout  # pylint: disable=g-import-not-at-top
+from bundle import contract
+from bundle import layout as bundle_layout
+from bundle import scann_index
+from modules import features as F
+from modules import retrieval_export
+from modules.errors import MovrecError
 
 
-class BundleNotFoundError(FileNotFoundError):
+class BundleNotFoundError(MovrecError, FileNotFoundError):
   """No complete bundle has been pushed to the serving directory."""
 
 
@@ -53,7 +53,7 @@ class Retriever:
     self.history_max = info.get("history_max")
     self.index = scann_index.load(os.path.join(path, bundle_layout.INDEX_DIR))
     self.position = {c["movie_id"]: i for i, c in enumerate(self.index.candidates)}
-    self.users: Dict[str, Dict] = {}
+    self.users: Dict[str, contract.UserRecord] = {}
     with open(os.path.join(path, bundle_layout.USERS_FILE)) as f:
       for line in f:
         user = json.loads(line)

@@ -65,4 +65,10 @@ def pushed_artifacts(pushed_run):
       model=artifact("RetrievalTrainer", "model", standard_artifacts.Model),
       index=artifact("IndexBuilder", "index", artifact_types.RetrievalIndex),
       ranking=artifact("RankingTrainer", "model", standard_artifacts.Model),
-      examples=[artifact("MovieLensExampleGen", "examples", standard_artifacts.Examples)])
+      examples=[artifact("MovieLensExampleGen", "examples", standard_artifacts.Examples)],
+      candidates=artifact("MovieLensExampleGen", "candidates", standard_artifacts.Examples),
+      transform_graph=artifact("Transform", "transform_graph",
+                               standard_artifacts.TransformGraph),
+      model_blessing=artifact("RetrievalEvaluator", "blessing", standard_artifacts.ModelBlessing),
+      ranking_blessing=artifact("RankingEvaluator", "blessing",
+                                standard_artifacts.ModelBlessing))

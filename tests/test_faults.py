@@ -18,8 +18,8 @@ import time
 import pytest
 
 from components.bundle_pusher import executor as pusher
-from components.index_builder import scann_index
-from serving import bundle_layout
+from bundle import scann_index
+from bundle import layout as bundle_layout
 from serving.recommender import LiveRecommender
 from serving.retriever import BundleNotFoundError
 
@@ -202,3 +202,46 @@ def test_a_run_killed_during_a_trainer_is_recorded_and_the_next_run_completes(
         assert not os.path.exists(os.path.join(trainer, key, str(execution.id)))
   statuses = [r["status"] for r in inspect_store.runs(store, config.pipeline_name)]
   assert statuses == ["FAILED", "COMPLETE"]
+
+
+def test_a_tree_ah_index_below_the_recall_bar_is_refused_and_nothing_is_pushed(
+    tmp_path, artifacts):
+  """The IndexBuilder and the BundlePusher executors, run for real on the pushed run's
+  model and catalogue with the exact-search threshold below the catalogue's size."""
+  from components import artifact_types  # pylint: disable=g-import-not-at-top
+  from components.index_builder import executor as index_builder  # pylint: disable=g-import-not-at-top
+  from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+
+  def output(artifact_class, name):
+    artifact = artifact_class()
+    artifact.uri = str(tmp_path / name)
+    os.makedirs(artifact.uri)
+    return artifact
+
+  index, blessing = output(artifact_types.RetrievalIndex, "index"), output(
+      standard_artifacts.ModelBlessing, "blessing")
+  context = base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+      tmp_dir=str(tmp_path / "tmp"))
+  index_builder.Executor(context).Do(
+      {"model": [artifacts["model"]], "candidates": [artifacts["candidates"]],
+       "examples": artifacts["examples"], "transform_graph": [artifacts["transform_graph"]]},
+      {"index": [index], "blessing": [blessing]},
+      {"min_recall": 0.999, "exact_below": 10, "search_fraction": 0.3, "reorder": 1000,
+       "max_queries": 1000, "seed": 42})
+  recall = index.get_float_custom_property("recall_at_10")
+  assert index.get_string_custom_property("search_mode") == scann_index.SCANN
+  assert index.get_int_custom_property("num_candidates") > 10 and recall < 0.999
+  assert blessing.get_int_custom_property("blessed") == 0
+
+  serving = tmp_path / "bundles"
+  pushed = output(standard_artifacts.PushedModel, "pushed")
+  pusher.Executor().Do(
+      {"model": [artifacts["model"]], "model_blessing": [artifacts["model_blessing"]],
+       "index": [index], "index_blessing": [blessing], "ranking_model": [artifacts["ranking"]],
+       "ranking_blessing": [artifacts["ranking_blessing"]], "examples": artifacts["examples"]},
+      {"pushed_model": [pushed]}, {"serving_dir": str(serving)})
+  assert pushed.get_int_custom_property("pushed") == 0
+  assert "index_blessing" in pushed.get_string_custom_property("not_pushed_reason")
+  assert bundle_layout.versions(str(serving)) == []

@@ -7,7 +7,7 @@ import subprocess
 import ml_metadata as mlmd
 import pytest
 
-from pipeline import cli
+from movrec import main as cli
 from pipeline import run_summary
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import schemas
 from kubeflow import runner
-from pipeline import cli
+from movrec import main as cli
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import RUNTIME_PARAMETERS
 

@@ -11,7 +11,7 @@ from pipeline import local_runner
 from pipeline.config import PipelineConfig
 from pipeline import ranking_eval_config
 from pipeline.errors import PipelineRunError
-from serving import bundle_layout
+from bundle import layout as bundle_layout
 from serving.retriever import load_latest_bundle
 
 COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",

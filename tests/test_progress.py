@@ -36,16 +36,32 @@ def test_reporter_prints_components_epochs_and_ticks():
   assert len(lines) == 4
 
 
-def test_epoch_callback_logs_each_epoch_with_an_eta(caplog):
-  tf.keras.utils.set_random_seed(0)
-  model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
-  model.compile(optimizer="sgd", loss="mse")
-  x = np.ones((32, 2), np.float32)
-  with caplog.at_level(logging.INFO):
+class Collect(logging.Handler):
+  def __init__(self):
+    super().__init__(level=logging.INFO)
+    self.messages = []
+
+  def emit(self, record):
+    self.messages.append(record.getMessage())
+
+
+def test_epoch_callback_logs_each_epoch_with_an_eta():
+  # On absl's logger, where the console's reporter listens (pipeline/progress.py).
+  absl_logger = logging.getLogger("absl")
+  collect, saved_level = Collect(), absl_logger.level
+  absl_logger.addHandler(collect)
+  absl_logger.setLevel(logging.INFO)
+  try:
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((32, 2), np.float32)
     model.fit(x, x[:, :1], epochs=3, verbose=0, callbacks=[
         training_progress.epoch_callback("RankingTrainer", 3, 32, part=1, parts=2)])
-  lines = [r.getMessage() for r in caplog.records
-           if r.getMessage().startswith(training_progress.PREFIX)]
+  finally:
+    absl_logger.removeHandler(collect)
+    absl_logger.setLevel(saved_level)
+  lines = [m for m in collect.messages if m.startswith(training_progress.PREFIX)]
   assert len(lines) == 3
   assert re.fullmatch(re.escape(training_progress.PREFIX) +
                       r"RankingTrainer member 1/2 epoch 3/3, [\d,]+ examples/s, ETA \d+s",

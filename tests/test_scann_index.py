@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from components.index_builder import scann_index
+from bundle import scann_index
 
 
 def clustered(n, dim=32, clusters=50, seed=0):

@@ -1,4 +1,5 @@
 """The two-stage recommender and its HTTP service, on a bundle a real pipeline run pushed."""
+import contextlib
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from serving import bundle_layout
+from bundle import layout as bundle_layout
 from serving.recommender import (FEATURES, PERSONALIZED, POPULARITY, LiveRecommender,
                                  Recommender, UnknownMovieError, wait_for_version)
 
@@ -197,12 +198,20 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def service(serving_dir):
   """The real HTTP service (uvicorn) on a loopback port, polling for new bundles."""
-  import uvicorn  # pylint: disable=g-import-not-at-top
   from serving.http_service import create_app  # pylint: disable=g-import-not-at-top
   live = LiveRecommender(serving_dir, poll_seconds=0.2).start()
+  with running(create_app(live)) as base:
+    yield base, live
+  live.stop()
+
+
+@contextlib.contextmanager
+def running(app):
+  """`app` served by uvicorn on a free loopback port, in a thread; yields its base URL."""
+  import uvicorn  # pylint: disable=g-import-not-at-top
   port = free_port()
-  server = uvicorn.Server(uvicorn.Config(create_app(live), host="127.0.0.1", port=port,
-                                         log_level="warning"))
+  server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                         log_level="critical"))
   thread = threading.Thread(target=server.run, daemon=True)
   thread.start()
   base = f"http://127.0.0.1:{port}"
@@ -212,10 +221,11 @@ def service(serving_dir):
       break
     except (urllib.error.URLError, ConnectionError):
       time.sleep(0.1)
-  yield base, live
-  server.should_exit = True
-  thread.join(timeout=10)
-  live.stop()
+  try:
+    yield base
+  finally:
+    server.should_exit = True
+    thread.join(timeout=10)
 
 
 def call(base, method, path, body=None):
@@ -309,7 +319,6 @@ TOKEN = "s3cret-token"
 @pytest.fixture(scope="module")
 def guarded_service(serving_dir):
   """The service as exposed: a bearer token, plus a route that fails unexpectedly."""
-  import uvicorn  # pylint: disable=g-import-not-at-top
   from serving.http_service import create_app  # pylint: disable=g-import-not-at-top
   live = LiveRecommender(serving_dir)
   app = create_app(live, token=TOKEN)
@@ -318,20 +327,8 @@ def guarded_service(serving_dir):
   def boom():
     raise RuntimeError("secret detail at /srv/models/private")
 
-  port = free_port()
-  server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-  thread = threading.Thread(target=server.run, daemon=True)
-  thread.start()
-  base = f"http://127.0.0.1:{port}"
-  for _ in range(100):
-    try:
-      urllib.request.urlopen(base + "/healthz", timeout=1)
-      break
-    except (urllib.error.URLError, ConnectionError):
-      time.sleep(0.1)
-  yield base, live
-  server.should_exit = True
-  thread.join(timeout=10)
+  with running(app) as base:
+    yield base, live
 
 
 def raw_call(base, method, path, body=None, token=None):
@@ -406,7 +403,7 @@ def test_http_metrics_count_requests_and_show_the_bundle(guarded_service, recomm
 
 
 def test_binding_beyond_loopback_needs_a_token(serving_dir, capsys):
-  from pipeline import cli  # pylint: disable=g-import-not-at-top
+  from movrec import main as cli  # pylint: disable=g-import-not-at-top
   from serving.http_service import ServiceConfigError, check_exposure  # pylint: disable=g-import-not-at-top
   with pytest.raises(ServiceConfigError, match="MOVREC_API_TOKEN"):
     check_exposure("0.0.0.0", None)

@@ -10,7 +10,7 @@ import pytest
 from components.movielens_example_gen import synthetic
 from pipeline import local_runner
 from pipeline.config import PipelineConfig
-from serving import bundle_layout
+from bundle import layout as bundle_layout
 
 
 def consumed(store, run, node: str, key: str):

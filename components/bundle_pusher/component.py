@@ -6,7 +6,7 @@ RetrievalEvaluator) and the index (from the IndexBuilder), and the ranking model
 is given (from TFX's Evaluator), are blessed. The ranking model is also converted to
 TensorFlow Lite. Nothing is
 written otherwise; the PushedModel artifact then has `pushed` = 0 and the reasons.
-Layout of a bundle: serving/bundle_layout.py.
+Layout of a bundle: bundle/layout.py.
 """
 
 from typing import Optional

@@ -19,7 +19,8 @@ from components import blessing as blessing_lib
 from components import examples_io
 from modules import features as F
 from modules import retrieval_export
-from serving import bundle_layout
+from bundle import contract
+from bundle import layout as bundle_layout
 
 MODEL_KEY = "model"
 MODEL_BLESSING_KEY = "model_blessing"
@@ -32,7 +33,7 @@ PUSHED_MODEL_KEY = "pushed_model"
 SERVING_DIR_KEY = "serving_dir"
 
 
-def user_table(examples: Sequence[types.Artifact]) -> List[Dict]:
+def user_table(examples: Sequence[types.Artifact]) -> List[contract.UserRecord]:
   """Each user's raw features (those present), rated movies (newest first), when each
   was rated (`rated_at`, aligned with `rated`) and last rating time, over every split of
   every Examples artifact given (the training window's spans)."""
@@ -230,8 +231,8 @@ class Executor(base_executor.BaseExecutor):
                         f"NOT_BLESSED (see the evaluation next to {b.uri})")
           for key, b in blessings.items() if key in unblessed)
       logging.info("BundlePusher: not pushing (%s)", reasons)
-      pushed.set_int_custom_property("pushed", 0)
-      pushed.set_string_custom_property("not_pushed_reason", reasons)
+      pushed.set_int_custom_property(contract.PUSHED, 0)
+      pushed.set_string_custom_property(contract.NOT_PUSHED_REASON, reasons)
       return
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
     index = artifact_utils.get_single_instance(input_dict[INDEX_KEY])
@@ -245,8 +246,8 @@ class Executor(base_executor.BaseExecutor):
     else:
       path = write_bundle(serving_dir, model, index, examples, ranking)
       logging.info("BundlePusher: pushed %s", path)
-    pushed.set_int_custom_property("pushed", 1)
-    pushed.set_string_custom_property("pushed_destination", path)
-    pushed.set_int_custom_property("pushed_version", int(os.path.basename(path)))
+    pushed.set_int_custom_property(contract.PUSHED, 1)
+    pushed.set_string_custom_property(contract.PUSHED_DESTINATION, path)
+    pushed.set_int_custom_property(contract.PUSHED_VERSION, int(os.path.basename(path)))
     io_utils.write_string_file(os.path.join(pushed.uri, "pushed.json"),
                                json.dumps({"destination": path}))

@@ -15,7 +15,7 @@ from tfx.types import standard_artifacts
 
 from components.artifact_types import RetrievalIndex
 from components.index_builder import executor
-from components.index_builder import scann_index
+from bundle import scann_index
 
 
 class IndexBuilderSpec(types.ComponentSpec):
@@ -60,7 +60,7 @@ class IndexBuilder(base_component.BaseComponent):
 
   def __init__(self, model: types.BaseChannel, candidates: types.BaseChannel,
                examples: types.BaseChannel, transform_graph: types.BaseChannel,
-               min_recall: float = 0.95,
+               min_recall: float,
                exact_below: int = scann_index.DEFAULT_EXACT_BELOW,
                search_fraction: float = scann_index.DEFAULT_SEARCH_FRACTION,
                reorder: int = scann_index.DEFAULT_REORDER, max_queries: int = 1000,

@@ -15,7 +15,7 @@ from tfx.utils import path_utils
 from components import beam_embedding
 from components import blessing as blessing_lib
 from components import examples_io
-from components.index_builder import scann_index
+from bundle import scann_index
 from components.retrieval_evaluator import eval_set as eval_set_lib
 from modules import features as F
 from modules import retrieval_export

@@ -24,11 +24,13 @@ import re
 from collections import Counter
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
+from modules.errors import MovrecError
+
 
 log = logging.getLogger("movrec.data")
 
 
-class MovieLensDataError(ValueError):
+class MovieLensDataError(MovrecError, ValueError):
   """A MovieLens file is missing or has a row that cannot be used.
 
   The message names the file and (1-based) line and says what was expected.
@@ -202,7 +204,11 @@ class Layout:
   parse_movie: Callable[[Sequence[str]], Movie]
   parse_user: Optional[Callable[[Sequence[str]], User]]
   movie_fields: int
+  movie_row: str  # what a movie line holds, for error messages
+  write: Callable[[object, str], None]  # (synthetic data, directory): writes the files
   user_fields: int = 0
+  user_row: str = ""  # what a user line holds
+  ratings_separator: Optional[str] = None  # when it differs from `separator`
 
   def path(self, data_dir: str, file_name: str) -> str:
     return os.path.join(data_dir, file_name)
@@ -261,26 +267,81 @@ def _parse_csv_movie(fields: Sequence[str]) -> Movie:
                _year_from(title, _YEAR_IN_TITLE))
 
 
+def _write_lines(path: str, lines, encoding: str) -> None:
+  with open(path, "w", encoding=encoding, newline="\n") as f:
+    f.writelines(line + "\n" for line in lines)
+
+
+def _write_csv(path: str, header, rows) -> None:
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+
+
+def _write_100k(data, out_dir: str) -> None:
+  _write_lines(os.path.join(out_dir, "u.data"),
+               (f"{r.user_id}\t{r.movie_id}\t{int(r.rating)}\t{r.timestamp}"
+                for r in data.ratings), "latin-1")
+  _write_lines(os.path.join(out_dir, "u.item"),
+               ("|".join([m.movie_id, m.title, f"01-Jan-{m.release_year}", "",
+                          f"http://example.invalid/{m.movie_id}"] +
+                         ["1" if g in m.genres else "0" for g in ML_100K_GENRES])
+                for m in data.movies), "latin-1")
+  _write_lines(os.path.join(out_dir, "u.user"),
+               (f"{u.user_id}|{u.age}|{u.gender}|{u.occupation}|{u.zip_code}"
+                for u in data.users), "latin-1")
+  _write_lines(os.path.join(out_dir, "u.genre"),
+               (f"{g}|{i}" for i, g in enumerate(ML_100K_GENRES)), "latin-1")
+
+
+def _age_code(age: int) -> int:
+  return max(code for code in ML_1M_AGE_CODES if code <= max(age, 1))
+
+
+def _write_1m(data, out_dir: str) -> None:
+  _write_lines(os.path.join(out_dir, "ratings.dat"),
+               (f"{r.user_id}::{r.movie_id}::{int(r.rating)}::{r.timestamp}"
+                for r in data.ratings), "latin-1")
+  _write_lines(os.path.join(out_dir, "movies.dat"),
+               (f"{m.movie_id}::{m.title}::{'|'.join(m.genres)}" for m in data.movies),
+               "latin-1")
+  _write_lines(os.path.join(out_dir, "users.dat"),
+               (f"{u.user_id}::{u.gender}::{_age_code(u.age)}::{code}::{u.zip_code}"
+                for u, code in zip(data.users, data.occupation_codes)), "latin-1")
+
+
+def _write_latest(data, out_dir: str) -> None:
+  _write_csv(os.path.join(out_dir, "ratings.csv"), ["userId", "movieId", "rating", "timestamp"],
+             ([r.user_id, r.movie_id, f"{r.rating:.1f}", r.timestamp] for r in data.ratings))
+  _write_csv(os.path.join(out_dir, "movies.csv"), ["movieId", "title", "genres"],
+             ([m.movie_id, m.title, "|".join(m.genres) or ML_LATEST_NO_GENRES]
+              for m in data.movies))
+
+
+# One value per release layout: adding a release is one more entry here.
 ML_100K = Layout(
     name="ml-100k", ratings_file="u.data", movies_file="u.item", users_file="u.user",
     separator="|", encoding="latin-1", has_header=False, rating_range=(1.0, 5.0),
     file_glob="u.*", parse_movie=_parse_100k_movie, parse_user=_parse_100k_user,
-    movie_fields=5 + len(ML_100K_GENRES), user_fields=5)
+    movie_fields=5 + len(ML_100K_GENRES), user_fields=5, ratings_separator="\t",
+    movie_row="id|title|release date|video date|url|19 genre flags",
+    user_row="user id|age|gender|occupation|zip code", write=_write_100k)
 ML_1M = Layout(
     name="ml-1m", ratings_file="ratings.dat", movies_file="movies.dat",
     users_file="users.dat", separator="::", encoding="latin-1", has_header=False,
     rating_range=(0.5, 5.0), file_glob="*.dat", parse_movie=_parse_dat_movie,
-    parse_user=_parse_dat_user, movie_fields=3, user_fields=5)
+    parse_user=_parse_dat_user, movie_fields=3, user_fields=5,
+    movie_row="movie id::title::genres",
+    user_row="user id::gender::age code::occupation code::zip code", write=_write_1m)
 ML_LATEST = Layout(
     name="ml-latest", ratings_file="ratings.csv", movies_file="movies.csv",
     users_file=None, separator=",", encoding="utf-8", has_header=True,
     rating_range=(0.5, 5.0), file_glob="*.csv", parse_movie=_parse_csv_movie,
-    parse_user=None, movie_fields=3)
+    parse_user=None, movie_fields=3, movie_row="movie id, title, genres",
+    write=_write_latest)
 
 LAYOUTS = {layout.name: layout for layout in (ML_100K, ML_1M, ML_LATEST)}
-
-# ml-100k's ratings file is tab-separated, unlike its other files.
-_RATINGS_SEPARATOR = {"ml-100k": "\t"}
 
 
 def _exists(path: str) -> bool:
@@ -343,8 +404,7 @@ def _unique_by_id(records, id_of, kind: str, path: str, bad_rows: BadRows) -> Di
 
 def read_movies(layout: Layout, data_dir: str, bad_rows: BadRows) -> Dict[str, Movie]:
   path = layout.path(data_dir, layout.movies_file)
-  what = {"ml-100k": "id|title|release date|video date|url|19 genre flags"}.get(
-      layout.name, "movie id, title, genres")
+  what = layout.movie_row
   movies = _unique_by_id(
       _records(layout, path, layout.separator, layout.movie_fields, layout.parse_movie,
                what, bad_rows), lambda m: m.movie_id, "movie", path, bad_rows)
@@ -358,8 +418,7 @@ def read_users(layout: Layout, data_dir: str, bad_rows: BadRows) -> Dict[str, Us
   if not layout.has_demographics(data_dir):
     return {}
   path = layout.path(data_dir, layout.users_file)
-  what = ("user id|age|gender|occupation|zip code" if layout.name == "ml-100k"
-          else "user id::gender::age code::occupation code::zip code")
+  what = layout.user_row
   users = _unique_by_id(
       _records(layout, path, layout.separator, layout.user_fields, layout.parse_user,
                what, bad_rows), lambda u: u.user_id, "user", path, bad_rows)
@@ -390,7 +449,7 @@ def read_ratings(layout: Layout, data_dir: str, movies: Dict[str, Movie],
     return Rating(str(_parse_int(user_id, "user id")),
                   str(_parse_int(movie_id, "movie id")), value, stamp)
 
-  separator = _RATINGS_SEPARATOR.get(layout.name, layout.separator)
+  separator = layout.ratings_separator or layout.separator
   for line_no, rating in _records(layout, path, separator, 4, parse,
                                   "user id, movie id, rating, timestamp", bad_rows):
     if rating.movie_id not in movies:

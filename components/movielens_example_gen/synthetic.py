@@ -7,7 +7,6 @@ affinity, so retrieval and ranking models have something real to learn. Written 
 the GroupLens layouts, for fast tests and an offline demo; no GroupLens data is used.
 """
 
-import csv
 import dataclasses
 import os
 from typing import List
@@ -81,55 +80,12 @@ def generate(n_users: int = 300, n_movies: int = 200, min_ratings: int = 10,
   return SyntheticMovieLens(movies, users, [int(c) for c in clusters], ratings)
 
 
-def _write_lines(path: str, lines, encoding: str) -> None:
-  with open(path, "w", encoding=encoding, newline="\n") as f:
-    f.writelines(line + "\n" for line in lines)
-
-
-def _age_code(age: int) -> int:
-  return max(code for code in layouts.ML_1M_AGE_CODES if code <= max(age, 1))
-
-
 def write(data: SyntheticMovieLens, out_dir: str, layout: str = "ml-100k") -> str:
   """Writes `data` as the files of `layout` into `out_dir`; returns `out_dir`."""
-  os.makedirs(out_dir, exist_ok=True)
-  if layout == "ml-100k":
-    _write_lines(os.path.join(out_dir, "u.data"),
-                 (f"{r.user_id}\t{r.movie_id}\t{int(r.rating)}\t{r.timestamp}"
-                  for r in data.ratings), "latin-1")
-    _write_lines(os.path.join(out_dir, "u.item"),
-                 ("|".join([m.movie_id, m.title, f"01-Jan-{m.release_year}", "",
-                            f"http://example.invalid/{m.movie_id}"] +
-                           ["1" if g in m.genres else "0" for g in layouts.ML_100K_GENRES])
-                  for m in data.movies), "latin-1")
-    _write_lines(os.path.join(out_dir, "u.user"),
-                 (f"{u.user_id}|{u.age}|{u.gender}|{u.occupation}|{u.zip_code}"
-                  for u in data.users), "latin-1")
-    _write_lines(os.path.join(out_dir, "u.genre"),
-                 (f"{g}|{i}" for i, g in enumerate(layouts.ML_100K_GENRES)), "latin-1")
-  elif layout == "ml-1m":
-    _write_lines(os.path.join(out_dir, "ratings.dat"),
-                 (f"{r.user_id}::{r.movie_id}::{int(r.rating)}::{r.timestamp}"
-                  for r in data.ratings), "latin-1")
-    _write_lines(os.path.join(out_dir, "movies.dat"),
-                 (f"{m.movie_id}::{m.title}::{'|'.join(m.genres)}" for m in data.movies),
-                 "latin-1")
-    _write_lines(os.path.join(out_dir, "users.dat"),
-                 (f"{u.user_id}::{u.gender}::{_age_code(u.age)}::{code}::{u.zip_code}"
-                  for u, code in zip(data.users, data.occupation_codes)), "latin-1")
-  elif layout == "ml-latest":
-    with open(os.path.join(out_dir, "ratings.csv"), "w", encoding="utf-8", newline="") as f:
-      writer = csv.writer(f, lineterminator="\n")
-      writer.writerow(["userId", "movieId", "rating", "timestamp"])
-      writer.writerows([r.user_id, r.movie_id, f"{r.rating:.1f}", r.timestamp]
-                       for r in data.ratings)
-    with open(os.path.join(out_dir, "movies.csv"), "w", encoding="utf-8", newline="") as f:
-      writer = csv.writer(f, lineterminator="\n")
-      writer.writerow(["movieId", "title", "genres"])
-      writer.writerows([m.movie_id, m.title, "|".join(m.genres) or layouts.ML_LATEST_NO_GENRES]
-                       for m in data.movies)
-  else:
+  if layout not in layouts.LAYOUTS:
     raise ValueError(f"layout {layout!r} is not one of {sorted(layouts.LAYOUTS)}.")
+  os.makedirs(out_dir, exist_ok=True)
+  layouts.LAYOUTS[layout].write(data, out_dir)
   return out_dir
 
 

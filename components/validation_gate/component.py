@@ -16,11 +16,13 @@ from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
+from modules.errors import MovrecError
+
 # ExampleValidator writes each split's anomalies to this file under Split-<name>/.
 ANOMALIES_FILE = "SchemaDiff.pb"
 
 
-class DataAnomaliesError(RuntimeError):
+class DataAnomaliesError(MovrecError, RuntimeError):
   """The data does not match its curated schema; the message lists every anomaly."""
 
 

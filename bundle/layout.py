@@ -3,7 +3,7 @@
   <serving_dir>/<version>/      version: integer, increasing (push time in seconds)
     manifest.json               what was pushed, from which artifacts, with which metrics
     query_model/                the retrieval query tower (SavedModel, raw-feature input)
-    index/                      the ScaNN index (components/index_builder/scann_index.py)
+    index/                      the ScaNN index (bundle/scann_index.py)
     ranking_model/              the ranking SavedModel (serve_features: raw inputs)
     ranking_model.tflite        its dense-input core as TensorFlow Lite (on-device)
     users.jsonl                 known users: raw features, rated movie ids, last rating time
@@ -31,6 +31,8 @@ from typing import Dict, List, Optional
 
 import tensorflow as tf
 
+from modules.errors import MovrecError
+
 MANIFEST_FILE = "manifest.json"
 QUERY_MODEL_DIR = "query_model"
 INDEX_DIR = "index"
@@ -43,7 +45,7 @@ TEMP_PREFIX = ".tmp-"
 _VERSION = re.compile(r"^\d+$")
 
 
-class InvalidBundleError(ValueError):
+class InvalidBundleError(MovrecError, ValueError):
   """A bundle version that must not be served (missing, truncated or altered file)."""
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from movrec.main import main
+
+sys.exit(main())
