@@ -223,7 +223,7 @@ def test_a_tree_ah_index_below_the_recall_bar_is_refused_and_nothing_is_pushed(
       standard_artifacts.ModelBlessing, "blessing")
   context = base_beam_executor.BaseBeamExecutor.Context(
       beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
-      tmp_dir=str(tmp_path / "tmp"))
+      tmp_dir=str(tmp_path / "tmp"), unique_id="index-builder")
   index_builder.Executor(context).Do(
       {"model": [artifacts["model"]], "candidates": [artifacts["candidates"]],
        "examples": artifacts["examples"], "transform_graph": [artifacts["transform_graph"]]},
