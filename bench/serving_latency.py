@@ -1,7 +1,7 @@
 """Serving speed of the newest bundle: in-process recommend latency, then HTTP throughput.
 
-1. In process: Recommender.recommend (retrieve 100, drop rated, predict their ratings,
-   top 10) for random known users; p50/p99 over --calls calls after a warm-up.
+1. In process: Recommender.recommend (retrieve 100, drop rated, predict the ratings of
+   the top 10) for random known users; p50/p99 over --calls calls after a warm-up.
 2. HTTP: `movrec serve` in one process, bench/load_generator.py in another, for
    --seconds; requests/s, errors, p50/p99 as the client saw them.
 3. With --soak-minutes M: the same load for M minutes while a new bundle version (a copy
@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     rec.recommend(user, k=10, candidates=100)
     timings.append(1000 * (time.perf_counter() - started))
-  print(f"bundle {rec.version}: in-process recommend (100 retrieved, ranked, top 10), "
-        f"{args.calls} calls: p50 {np.percentile(timings, 50):.2f} ms, "
+  print(f"bundle {rec.version}: in-process recommend (100 retrieved, top 10 with predicted "
+        f"ratings), {args.calls} calls: p50 {np.percentile(timings, 50):.2f} ms, "
         f"p99 {np.percentile(timings, 99):.2f} ms, mean {np.mean(timings):.2f} ms")
 
   sample = ",".join(rng.sample(users, min(200, len(users))))

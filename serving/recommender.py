@@ -61,6 +61,7 @@ class Recommender:
       self.popular = [movie for movie, _ in json.load(f)]
     if self._rank is not None:
       self._score_rows = self._compile_scorer()
+      self._user_inputs = list(self._score_rows.input_signature[1])
 
   def _compile_scorer(self):
     """One graph call per request: gathers the candidates' raw features from tensors
@@ -116,13 +117,15 @@ class Recommender:
     found = self.retriever.search(self.retriever.embed_inputs(inputs), candidates, skip=seen)
     items = [{"movie_id": r.movie_id, "title": r.title, "genres": r.genres,
               "retrieval_score": r.score} for r in found]
-    if self._rank is not None and items:
-      ratings = self._score([i["movie_id"] for i in items], inputs)
-      for item, rating in zip(items, ratings):
-        item[RATING_ORDER] = float(rating)
-    elif order_by == RATING_ORDER:
+    if self._rank is None and order_by == RATING_ORDER:
       raise ConfigError(f"bundle {self.version} has no ranking model to order by "
-                       "predicted rating")
+                        "predicted rating")
+    # Retrieval order needs ratings for the k shown only; rating order for every candidate.
+    rated_items = items if order_by == RATING_ORDER else items[:k]
+    if self._rank is not None and rated_items:
+      ratings = self._score([i["movie_id"] for i in rated_items], inputs)
+      for item, rating in zip(rated_items, ratings):
+        item[RATING_ORDER] = float(rating)
     if order_by == RATING_ORDER:
       items.sort(key=lambda i: -i[RATING_ORDER])  # stable: ties keep retrieval order
     response = self._response(user_id, PERSONALIZED if known else FEATURES, items[:k])
@@ -143,7 +146,7 @@ class Recommender:
 
   def _score(self, movie_ids: Sequence[str], query_inputs: Dict) -> np.ndarray:
     rows = tf.constant([self.retriever.position[m] for m in movie_ids], tf.int64)
-    user = {name: query_inputs[name] for name in self._score_rows.input_signature[1]}
+    user = {name: query_inputs[name] for name in self._user_inputs}
     return self._score_rows(rows, user).numpy().reshape(-1)
 
   def similar(self, movie_id: str, k: int = 10) -> Dict:
