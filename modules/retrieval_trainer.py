@@ -62,15 +62,16 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
         retrieval_model.CANDIDATE_BAGS + retrieval_model.CANDIDATE_NUMERIC),
         retrieval_model.CANDIDATE_ID_FEATURE)
   model = retrieval_model.build(sizes, list(spec), hparams, probabilities, history, movies)
-  # The newest ratings of each user are left to the ranking stage (it learns from this
-  # model's candidates for them, which must not have been trained on).
+  # With holdout_per_user, each user's newest ratings are left to a second stage (it
+  # learns from this model's candidates for them, which must not have been trained on).
   cutoffs = ranking_holdout.holdout_cutoffs(
       ids[retrieval_model.QUERY_ID_FEATURE], ids[retrieval_model.QUERY_SECONDS_FEATURE],
       hparams.holdout_per_user, sizes[retrieval_model.QUERY_ID_FEATURE])
-  train_ds = transformed_data.dataset(
-      train_files, spec, hparams.batch_size, shuffle=True, seed=hparams.seed,
-      keep=transformed_data.before_cutoffs(cutoffs, retrieval_model.QUERY_ID_FEATURE,
-                                           retrieval_model.QUERY_SECONDS_FEATURE))
+  keep = (transformed_data.before_cutoffs(cutoffs, retrieval_model.QUERY_ID_FEATURE,
+                                          retrieval_model.QUERY_SECONDS_FEATURE)
+          if hparams.holdout_per_user else None)
+  train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
+                                      seed=hparams.seed, keep=keep)
   trained_on = int((ids[retrieval_model.QUERY_SECONDS_FEATURE] <
                     cutoffs[ids[retrieval_model.QUERY_ID_FEATURE]]).sum())
   eval_ds = transformed_data.dataset(eval_files, spec, hparams.batch_size)
