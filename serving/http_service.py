@@ -106,8 +106,10 @@ def create_app(live: LiveRecommender, token: Optional[str] = None, docs: bool = 
         request.headers.get("authorization", "").encode(), expected):
       response = refuse(401, "missing or wrong bearer token", request_id,
                         **{"WWW-Authenticate": "Bearer"})
-    elif int(request.headers.get("content-length") or 0) > max_body_bytes or (
-        request.method == "POST" and len(await request.body()) > max_body_bytes):
+    elif _body_size(request.headers.get("content-length")) > max_body_bytes or (
+        # No length declared (chunked): the body is read here to be measured.
+        request.headers.get("content-length") is None and request.method == "POST" and
+        len(await request.body()) > max_body_bytes):
       response = refuse(413, f"request body over {max_body_bytes} bytes", request_id)
     else:
       response = await call_next(request)
@@ -163,6 +165,10 @@ def create_app(live: LiveRecommender, token: Optional[str] = None, docs: bool = 
       raise HTTPException(404, str(e.args[0])) from e
 
   return app
+
+
+def _body_size(content_length: Optional[str]) -> int:
+  return int(content_length) if content_length and content_length.isdigit() else 0
 
 
 def check_exposure(host: str, token: Optional[str]) -> None:

@@ -1,13 +1,14 @@
 """The two-stage recommender over a pushed bundle, and a hot-swapping holder of it.
 
   retrieve N candidates (query tower + ScaNN) → drop movies the user has rated →
-  predict the user's rating of each with the ranking model → top k, in retrieval order
-  (or by predicted rating when asked: `order_by="predicted_rating"`)
+  top k in retrieval order, each with the ranking model's predicted rating (or, when
+  asked with `order_by="predicted_rating"`, every candidate's rating predicted and the
+  top k by it)
 
 Why retrieval order by default: on the next-item protocol (each user's latest rating,
 full catalogue), ordering the retrieved movies by predicted rating halves HR@10
 (BENCHMARKS.md, "Ranking"): a rating regressor answers "how many stars", not "which
-will they pick next". The predicted rating is still on every item, for display. The
+will they pick next". The predicted rating is still on every item shown, for display. The
 response's `order_by` says which ordering served.
 
 Which path served a request is part of the answer:
