@@ -1,7 +1,9 @@
 """The project's own artifact types.
 
 TYPE_NAME has the `pkg.TypeName` form Vertex AI Pipelines requires of custom types, and
-the classes live in the installed package so the pipeline image can import them.
+the classes live in the installed package so the pipeline image can import them. The
+Kubeflow V2 entry point imports a custom type by its TYPE_NAME (`movrec.RetrievalIndex`
+is `movrec/__init__.py`'s lazy attribute).
 """
 
 from tfx.types import artifact

@@ -11,3 +11,13 @@ import os
 # Before anything imports TensorFlow: Keras 2 for TFRS, and TensorFlow's C++ logs quiet.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def __getattr__(name):
+  """`movrec.RetrievalIndex`: the Kubeflow V2 entry point imports a custom artifact class
+  by its TYPE_NAME, `movrec.RetrievalIndex` (Vertex requires `pkg.TypeName`). Imported
+  lazily so the console tool starts without TFX."""
+  if name == "RetrievalIndex":
+    from components.artifact_types import RetrievalIndex  # pylint: disable=g-import-not-at-top
+    return RetrievalIndex
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
