@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.60",
     "fastapi==0.162.5",  # the recommendation HTTP service (serving/http_service.py)
     "uvicorn==0.54.0",
+    "PyMySQL==1.1.1",  # the run lock on a shared MySQL metadata store (pipeline/metadata_store.py)
 ]
 
 setup(

@@ -72,7 +72,8 @@ def summary_lines(result, config, seconds: float) -> List[str]:
     pushed = stages["pushed"]
     lines.append(f"  pushed      {pushed['destination']}" if pushed["pushed"] else
                  f"  pushed      nothing: {pushed['reason']}")
-  lines += [f"  artifacts   {config.pipeline_root}", f"  metadata    {config.metadata_path}",
+  lines += [f"  artifacts   {config.pipeline_root}",
+            f"  metadata    {config.metadata_connection_file or config.metadata_path}",
             f"  full log    {result.log_path}"]
   return lines
 
@@ -87,6 +88,7 @@ def config_from_args(args, data_dir: str) -> config_lib.PipelineConfig:
       retrieval_hparams=paths.key_values(args.retrieval, "--retrieval"),
       ranking_hparams=paths.key_values(args.ranking, "--ranking"),
       span_pattern=args.span_pattern, warm_start=args.warm_start,
+      metadata_connection_file=args.connection_config,
       **paths.given(split_method=args.split, eval_per_user=args.eval_per_user,
                     train_fraction=args.train_fraction, split_seed=args.seed,
                     temporal_cutoff=args.temporal_cutoff,
@@ -131,6 +133,9 @@ def add_parsers(sub) -> None:
   run.add_argument("--output-dir", help=f"where artifacts, metadata and logs go "
                    f"(default: ${config_lib.ENV_OUTPUT_DIR} or ./outputs)")
   run.add_argument("--pipeline-name", default=config_lib.DEFAULT_PIPELINE_NAME)
+  run.add_argument("--connection-config", metavar="FILE", help="a shared ML Metadata store "
+                   "(text-format ConnectionConfig, e.g. MySQL) instead of the SQLite file "
+                   "under --output-dir")
   run.add_argument("--layout", choices=sorted(layouts.LAYOUTS),
                    help="GroupLens layout (default: detected from the files)")
   run.add_argument("--split", choices=SPLIT_METHODS, help="last: each user's latest "

@@ -3,7 +3,8 @@
 Where things land, under `output_dir` (default ./outputs, or $MOVREC_OUTPUT_DIR):
 
   pipeline_root/<name>/       TFX artifacts, one folder per component and execution
-  metadata/<name>/metadata.db the ML Metadata (SQLite) store of local runs
+  metadata/<name>/metadata.db the ML Metadata (SQLite) store of local runs, unless
+                              `metadata_connection_file` names a shared (MySQL) one
   serving/<name>/             pushed serving bundles
   logs/                       full TFX/Beam/TensorFlow logs of each local run
 """
@@ -92,6 +93,9 @@ class PipelineConfig:
   # Where component executors read the curated schemas; None: this installation's
   # schemas/ package. The Kubeflow image has them at kubeflow.runner.IMAGE_SCHEMA_DIR.
   schema_dir: Optional[str] = None
+  # A text-format ml_metadata ConnectionConfig (e.g. a shared MySQL store) instead of the
+  # SQLite file under output_dir (see pipeline/metadata_store.py).
+  metadata_connection_file: Optional[str] = None
 
   def __post_init__(self):
     RetrievalHParams.from_dict(self.retrieval_hparams)  # unknown keys fail here, not in the Trainer

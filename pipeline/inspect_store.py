@@ -13,26 +13,32 @@ from ml_metadata.proto import metadata_store_pb2
 
 from bundle import contract
 from modules.errors import MovrecError
+from pipeline import metadata_store
 from pipeline import run_summary
 
 class InspectError(MovrecError, LookupError):
   """A bad id, an unknown run, or an empty store; the message says which."""
 
 
-def connect(metadata_path: Optional[str] = None, connection_config_file: Optional[str] = None):
-  """A store from a SQLite file, or from a text-format ConnectionConfig (MySQL, ...)."""
-  config = metadata_store_pb2.ConnectionConfig()
+def connect(metadata_path: Optional[str] = None, connection_config_file: Optional[str] = None,
+            writable: bool = False):
+  """A store from a SQLite file (read-only unless `writable`, which creates it), or from a
+  text-format ConnectionConfig (MySQL, ...)."""
   if connection_config_file:
-    from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-    with open(connection_config_file) as f:
-      text_format.Parse(f.read(), config)
+    config = metadata_store.load_connection_config(connection_config_file)
+  elif writable:
+    os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
+    config = metadata_store.sqlite_config(metadata_path)
   else:
     if not metadata_path or not os.path.isfile(metadata_path):
       raise InspectError(f"no metadata store at {metadata_path}; run the pipeline first "
                          f"(`movrec run`) or pass --metadata / --connection-config")
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  return mlmd.MetadataStore(config)
+    config = metadata_store.sqlite_config(metadata_path, writable=False)
+  try:
+    return mlmd.MetadataStore(config)
+  except Exception as e:  # pylint: disable=broad-except
+    raise InspectError(f"cannot open the metadata store "
+                       f"{metadata_store.describe(config)}: {type(e).__name__}: {e}") from None
 
 
 def _iso(ms: int) -> str:

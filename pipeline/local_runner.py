@@ -1,19 +1,17 @@
 """Runs the pipeline locally: LocalDagRunner, Beam DirectRunner, SQLite MLMD, caching on."""
 
-import contextlib
 import dataclasses
 import datetime
-import fcntl
 import os
 import sys
-from typing import Iterator, TextIO
+from typing import TextIO
 
 import ml_metadata as mlmd
-from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from pipeline import abandoned
-from pipeline.errors import PipelineRunError, StoreInUseError
+from pipeline import metadata_store as store_lib
+from pipeline.errors import PipelineRunError
 from pipeline import progress
 from pipeline import run_summary
 from pipeline.config import PipelineConfig
@@ -26,24 +24,12 @@ class LocalRunResult:
   log_path: str  # full TFX / Beam / TensorFlow log of the run
 
 
-@contextlib.contextmanager
-def exclusive_store(metadata_path: str) -> Iterator[None]:
-  """One run at a time per SQLite MLMD file (concurrent writers corrupt runs)."""
-  os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
-  lock_path = metadata_path + ".lock"
-  with open(lock_path, "w") as lock:
-    try:
-      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise StoreInUseError(
-          f"Another run is using the metadata store {metadata_path} (lock {lock_path}). "
-          "Wait for it to finish, or use another --output-dir.") from None
-    yield
-
-
 def connection_config(config: PipelineConfig):
-  """The local SQLite MLMD store of `config`."""
-  return metadata.sqlite_metadata_connection_config(config.metadata_path)
+  """The MLMD store of `config`: its connection config file (a shared MySQL store), or the
+  SQLite file under its output directory."""
+  if config.metadata_connection_file:
+    return store_lib.load_connection_config(config.metadata_connection_file)
+  return store_lib.sqlite_config(config.metadata_path)
 
 
 def metadata_store(config: PipelineConfig) -> mlmd.MetadataStore:
@@ -55,7 +41,7 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> LocalRunResult:
   pipeline = create_pipeline(config, connection_config(config))
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   log_path = os.path.join(config.log_dir, f"run-{stamp}.log")
-  with exclusive_store(config.metadata_path):
+  with store_lib.exclusive(connection_config(config)):
     # Nothing else can be running now: executions still open were killed.
     for line in abandoned.mark_abandoned(metadata_store(config), config.pipeline_name,
                                          config.pipeline_root):

@@ -49,6 +49,28 @@ def pushed_run(tmp_path_factory, synthetic_dir):
 
 
 @pytest.fixture(scope="session")
+def mysql_server(tmp_path_factory):
+  """A real MariaDB/MySQL server for this session (tests/mysql_server.py)."""
+  from mysql_server import MySQLServer  # pylint: disable=g-import-not-at-top
+  server = MySQLServer(tmp_path_factory.mktemp("mysql"))
+  yield server
+  server.stop()
+
+
+@pytest.fixture(scope="session")
+def mysql_run(pushed_run, mysql_server, tmp_path_factory):
+  """The pushed run's configuration run again with its metadata in MySQL:
+  (config, run summary from MLMD)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(
+      pushed_run[0], output_dir=str(tmp_path_factory.mktemp("pipeline-out-mysql")),
+      metadata_connection_file=mysql_server.connection_config_file("movrec_e2e"))
+  return config, local_runner.run(config, out=io.StringIO()).run
+
+
+@pytest.fixture(scope="session")
 def pushed_artifacts(pushed_run):
   """The pushed run's blessed retrieval model, index, ranking model and training examples
   as TFX artifacts (what the BundlePusher is given)."""

@@ -11,15 +11,28 @@ from movrec import main as cli
 from pipeline import run_summary
 
 
-@pytest.fixture(scope="module")
-def store_args(pushed_run):
-  config, _, _ = pushed_run
-  return ["--metadata", config.metadata_path, "--pipeline-name", config.pipeline_name]
+@pytest.fixture(scope="module", params=["sqlite", "mysql"])
+def inspected(request):
+  """(config, run) of a real run whose metadata is in SQLite (the default) or in a real
+  MySQL server (`--connection-config`): every inspection test runs against both."""
+  if request.param == "sqlite":
+    config, run, _ = request.getfixturevalue("pushed_run")
+  else:
+    config, run = request.getfixturevalue("mysql_run")
+  return config, run
 
 
 @pytest.fixture(scope="module")
-def store(pushed_run):
-  config, _, _ = pushed_run
+def store_args(inspected):
+  config, _ = inspected
+  where = (["--connection-config", config.metadata_connection_file]
+           if config.metadata_connection_file else ["--metadata", config.metadata_path])
+  return where + ["--pipeline-name", config.pipeline_name]
+
+
+@pytest.fixture(scope="module")
+def store(inspected):
+  config, _ = inspected
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
   return local_runner.metadata_store(config)
 
@@ -36,8 +49,8 @@ def as_json(capsys, *argv):
   return json.loads(out)
 
 
-def test_runs_match_the_pipeline_run_contexts(capsys, store, store_args, pushed_run):
-  config, first, _ = pushed_run
+def test_runs_match_the_pipeline_run_contexts(capsys, store, store_args, inspected):
+  config, first = inspected
   rows = as_json(capsys, "runs", *store_args)
   contexts = store.get_contexts_by_type("pipeline_run")
   assert [r["run_id"] for r in rows] == [c.name for c in sorted(
@@ -50,8 +63,8 @@ def test_runs_match_the_pipeline_run_contexts(capsys, store, store_args, pushed_
   assert code == 0 and first.run_id in text and "COMPLETE" in text
 
 
-def test_artifacts_filter_by_type_component_and_run(capsys, store, store_args, pushed_run):
-  _, first, _ = pushed_run
+def test_artifacts_filter_by_type_component_and_run(capsys, store, store_args, inspected):
+  _, first = inspected
   models = as_json(capsys, "artifacts", *store_args, "--type", "Model")
   assert {m["id"] for m in models} == {a.id for a in store.get_artifacts_by_type("Model")}
   assert {m["producer"] for m in models} == {"RetrievalTrainer", "RankingTrainer"}
@@ -66,8 +79,8 @@ def test_artifacts_filter_by_type_component_and_run(capsys, store, store_args, p
   assert {a["id"] for a in in_run} == expected
 
 
-def test_lineage_names_producer_inputs_and_consumers(capsys, store_args, pushed_run):
-  _, first, _ = pushed_run
+def test_lineage_names_producer_inputs_and_consumers(capsys, store_args, inspected):
+  _, first = inspected
   model = first.output("RetrievalTrainer", "model")
   data = as_json(capsys, "lineage", *store_args, str(model.id))
   (producer,) = data["produced_by"]
@@ -80,8 +93,8 @@ def test_lineage_names_producer_inputs_and_consumers(capsys, store_args, pushed_
   assert code == 0 and "produced by:" in text and "RetrievalTrainer" in text
 
 
-def test_metrics_side_by_side_with_blessings(capsys, store_args, pushed_run):
-  _, first, _ = pushed_run
+def test_metrics_side_by_side_with_blessings(capsys, store_args, inspected):
+  _, first = inspected
   rows = as_json(capsys, "metrics", *store_args)
   row = next(r for r in rows if r["run_id"] == first.run_id)
   evaluation = first.output("RetrievalEvaluator", "evaluation").custom_properties
@@ -135,8 +148,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--v=0"]
 
 
-def test_report_renders_in_headless_chromium(capsys, tmp_path, store_args, pushed_run):
-  _, first, _ = pushed_run
+def test_report_renders_in_headless_chromium(capsys, tmp_path, store_args, inspected):
+  _, first = inspected
   out = tmp_path / "report.html"
   code, printed, err = run_cli(capsys, "report", first.run_id, *store_args, "--out", str(out))
   assert code == 0, err
