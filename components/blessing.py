@@ -4,6 +4,11 @@ A ModelBlessing is written the way TFX's Evaluator writes it (an empty BLESSED o
 NOT_BLESSED file, custom properties `blessed`, `current_model`, `current_model_id`,
 `baseline_model_id`), so TFX's LatestBlessedModelStrategy resolver and Pusher-style
 checks understand it.
+
+Every ModelBlessing of the pipeline also says what it blesses (`model_kind`). Compiled for
+Kubeflow, a latest-blessed-model resolver becomes a query over all of the store's
+ModelBlessings (not those of one component, as locally); kubeflow/runner.py scopes each
+query by this property.
 """
 
 import dataclasses
@@ -19,6 +24,8 @@ BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 BLESSED_KEY = "blessed"
 REASONS_KEY = "reasons"
+MODEL_KIND_KEY = "model_kind"
+RETRIEVAL, RANKING, RETRIEVAL_INDEX = "retrieval", "ranking", "retrieval_index"
 
 
 @dataclasses.dataclass
@@ -56,7 +63,7 @@ def decide(metrics: Mapping[str, float], thresholds: Mapping[str, float],
   return Decision(blessed=not failures, reasons=failures or passes)
 
 
-def write_blessing(blessing: Artifact, decision: Decision, model: Artifact,
+def write_blessing(blessing: Artifact, decision: Decision, model: Artifact, model_kind: str,
                    baseline_model: Optional[Artifact] = None) -> None:
   name = BLESSED_FILE if decision.blessed else NOT_BLESSED_FILE
   io_utils.write_string_file(os.path.join(blessing.uri, name), "")
@@ -67,6 +74,7 @@ def write_blessing(blessing: Artifact, decision: Decision, model: Artifact,
     blessing.set_string_custom_property("baseline_model", baseline_model.uri)
     blessing.set_int_custom_property("baseline_model_id", baseline_model.id)
   blessing.set_string_custom_property(REASONS_KEY, "; ".join(decision.reasons))
+  blessing.set_string_custom_property(MODEL_KIND_KEY, model_kind)
 
 
 def is_blessed(blessing: Artifact) -> bool:

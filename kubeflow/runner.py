@@ -11,16 +11,19 @@ dry run prints exactly what would be sent, with no credentials and no network.
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from tfx import v1 as tfx
 
+from components import blessing
+from kubeflow import vertex
 from modules.errors import ConfigError, MovrecError
 from modules.hparams import RankingHParams, RetrievalHParams
 from pipeline import pipeline as pipeline_lib
 from pipeline.config import PipelineConfig
 
 DEFAULT_IMAGE = "movrec-pipeline:latest"
+BLESSING_RESOLVER_SUFFIX = "-model-blessing-resolver"  # the compiler's name for step one
 IMAGE_SCHEMA_DIR = "/movrec/schemas"  # where the Dockerfile puts schemas/
 
 
@@ -44,8 +47,15 @@ class ClusterTarget:
 
 
 def compile_pipeline(config: PipelineConfig, output_file: str, image: str = DEFAULT_IMAGE,
-                     runtime_parameters: bool = True) -> Dict:
-  """Writes the pipeline JSON to output_file; returns it as a dict."""
+                     runtime_parameters: bool = True,
+                     vertex_training: Optional[vertex.VertexTraining] = None,
+                     dataflow: Optional[Tuple[str, str]] = None) -> Dict:
+  """Writes the pipeline JSON to output_file; returns it as a dict.
+
+  vertex_training: both Trainers run as Vertex AI Training jobs (their hyperparameters
+  are then fixed at compile time: the `*_hparams` runtime parameters are not declared).
+  dataflow: (project, region) to run every Beam step on Dataflow.
+  """
   if config.rolling_spans > 1:
     raise ConfigError(
         f"rolling_spans={config.rolling_spans} needs TFX's SpanRangeStrategy resolver, which "
@@ -54,9 +64,17 @@ def compile_pipeline(config: PipelineConfig, output_file: str, image: str = DEFA
         "then trains on its newest span, and --warm-start carries what earlier spans taught.")
   if config.schema_dir is None:
     config = dataclasses.replace(config, schema_dir=IMAGE_SCHEMA_DIR)
+  if dataflow:
+    config = dataclasses.replace(config, extra_beam_args=tuple(config.extra_beam_args) + tuple(
+        vertex.dataflow_beam_args(*dataflow, config.output_dir, image)))
   runtime = pipeline_lib.runtime_parameters(config) if runtime_parameters else None
+  cloud_trainer = None
+  if vertex_training:
+    cloud_trainer = vertex_training.trainer_custom_config(image)
+    runtime = {k: v for k, v in (runtime or {}).items() if not k.endswith("_hparams")}
   # Kubeflow components find MLMD through the cluster; no local connection config.
-  tfx_pipeline = pipeline_lib.create_pipeline(config, runtime=runtime)
+  tfx_pipeline = pipeline_lib.create_pipeline(config, runtime=runtime,
+                                              trainer_cloud_config=cloud_trainer)
   output_dir = os.path.dirname(os.path.abspath(output_file))
   os.makedirs(output_dir, exist_ok=True)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -66,16 +84,39 @@ def compile_pipeline(config: PipelineConfig, output_file: str, image: str = DEFA
   defaults = {name: param.default for name, param in (runtime or {}).items()}
   runner.run(tfx_pipeline, parameter_values=defaults or None, write_out=True)
   with open(output_file) as f:
-    return json.load(f)
+    compiled = json.load(f)
+  scope_blessing_queries(compiled)
+  with open(output_file, "w") as f:
+    json.dump(compiled, f, indent=2, sort_keys=True)
+  return compiled
 
 
-def parameter_values(overrides: Optional[Dict[str, str]] = None) -> Dict:
-  """Runtime parameter values, typed as the pipeline declares them."""
+def scope_blessing_queries(compiled: Dict) -> None:
+  """Each latest-blessed-model resolver reads only the blessings of its kind of model.
+
+  KubeflowV2DagRunner compiles the resolver's first step to "the newest blessed
+  ModelBlessing in the store": with a retrieval, an index and a ranking blessing per run,
+  the retrieval resolver could return the ranking model. Locally the resolver reads its
+  evaluator's outputs only; this clause restores that on Kubeflow / Vertex.
+  """
+  executors = compiled["pipelineSpec"]["deploymentSpec"]["executors"]
+  for node, kind in pipeline_lib.BLESSED_MODEL_KINDS.items():
+    executor = executors.get(f"{node}{BLESSING_RESOLVER_SUFFIX}_executor")
+    if executor is None:
+      continue
+    for query in executor["resolver"]["outputArtifactQueries"].values():
+      query["filter"] += f' AND metadata.{blessing.MODEL_KIND_KEY}.string_value="{kind}"'
+
+
+def parameter_values(overrides: Optional[Dict[str, str]] = None,
+                     declared: Optional[List[str]] = None) -> Dict:
+  """Runtime parameter values, typed as the pipeline declares them. `declared`: the
+  parameters of the compiled spec (a --vertex-training spec has no `*_hparams`)."""
   values = {}
+  known = sorted(declared if declared is not None else pipeline_lib.RUNTIME_PARAMETERS)
   for name, value in (overrides or {}).items():
-    if name not in pipeline_lib.RUNTIME_PARAMETERS:
-      raise SubmitError(f"unknown runtime parameter {name!r}; known: "
-                        f"{sorted(pipeline_lib.RUNTIME_PARAMETERS)}")
+    if name not in known:
+      raise SubmitError(f"unknown runtime parameter {name!r}; known: {known}")
     ptype = pipeline_lib.RUNTIME_PARAMETERS[name][0]
     if isinstance(value, (dict, list)):  # the command line parsed a JSON value already
       value = json.dumps(value, sort_keys=True)

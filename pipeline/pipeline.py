@@ -28,6 +28,8 @@ from components.curated_schema_gen.component import CuratedSchemaGen
 from components.index_builder.component import IndexBuilder
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.retrieval_evaluator.component import RetrievalEvaluator
+from components import blessing
+from components import ranking_evaluator as ranking_evaluator_lib
 from components.validation_gate.component import ValidationGate
 from modules import features as F
 import modules
@@ -38,6 +40,11 @@ from modules.hparams import FINGERPRINT_KEY, RankingHParams, RetrievalHParams
 from pipeline import ranking_eval_config
 from pipeline.config import PREPROCESSING_FN, RANKING_RUN_FN, RETRIEVAL_RUN_FN, PipelineConfig
 
+
+# The latest-blessed-model resolvers, and the `model_kind` of the blessings each reads.
+RETRIEVAL_RESOLVER = "LatestBlessedRetrievalModelResolver"
+RANKING_RESOLVER = "LatestBlessedRankingModelResolver"
+BLESSED_MODEL_KINDS = {RETRIEVAL_RESOLVER: blessing.RETRIEVAL, RANKING_RESOLVER: blessing.RANKING}
 
 # Tunables a scheduler may change per run without recompiling (Kubeflow / Vertex runtime
 # parameters): name -> (type, PipelineConfig attribute it overrides).
@@ -68,11 +75,15 @@ def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     runtime: Optional[Dict[str, tfx.dsl.experimental.RuntimeParameter]] = None,
+    trainer_cloud_config: Optional[Dict] = None,
 ) -> tfx.dsl.Pipeline:
   """The recommender's TFX pipeline for `config`.
 
   `runtime` (see runtime_parameters) replaces the matching configuration values with
   runtime parameters; the Kubeflow V2 runner compiles them as pipeline parameters.
+  `trainer_cloud_config` (kubeflow/vertex.py) makes both Trainers TFX's Google Cloud
+  Trainer, which runs the same run_fn as a Vertex AI Training job; their custom_config is
+  then fixed at compile time.
   """
   runtime = runtime or {}
   example_gen = MovieLensExampleGen(
@@ -141,7 +152,11 @@ def create_pipeline(
     one (modules/warm_start.py)."""
     custom_config = runtime.get(f"{hparams_key}_hparams",
                                 {hparams_key: hparams, **user_code})
-    return tfx.components.Trainer(
+    trainer_class = tfx.components.Trainer
+    if trainer_cloud_config:
+      trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+      custom_config = {hparams_key: hparams, **user_code, **trainer_cloud_config}
+    return trainer_class(
         run_fn=run_fn,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -162,7 +177,7 @@ def create_pipeline(
 
   # Stage one: two-tower retrieval, judged over the whole catalogue, indexed with ScaNN.
   latest_blessed_retrieval = latest_blessed(
-      "LatestBlessedRetrievalModelResolver", "RetrievalTrainer", "RetrievalEvaluator")
+      RETRIEVAL_RESOLVER, "RetrievalTrainer", "RetrievalEvaluator")
   retrieval_trainer_ = trainer(
       "RetrievalTrainer", RETRIEVAL_RUN_FN, retrieval_trainer.HPARAMS_KEY,
       RetrievalHParams.from_dict(config.retrieval_hparams).to_dict(), latest_blessed_retrieval)
@@ -184,7 +199,7 @@ def create_pipeline(
 
   # Stage two: rating prediction, judged by TFX's Evaluator (TFMA).
   latest_blessed_ranking = latest_blessed(
-      "LatestBlessedRankingModelResolver", "RankingTrainer", "RankingEvaluator")
+      RANKING_RESOLVER, "RankingTrainer", "RankingEvaluator")
   ranking_trainer_ = trainer(
       "RankingTrainer", RANKING_RUN_FN, ranking_trainer.HPARAMS_KEY,
       RankingHParams.from_dict(config.ranking_hparams).to_dict(), latest_blessed_ranking)
@@ -196,6 +211,7 @@ def create_pipeline(
           config.ranking_rmse_bound, config.ranking_max_regression, config.has_demographics),
       example_splits=[F.EVAL_SPLIT],
   ).with_id("RankingEvaluator")
+  ranking_evaluator.executor_spec = ranking_evaluator_lib.EXECUTOR_SPEC.copy()
 
   pusher = BundlePusher(
       model=retrieval_trainer_.outputs["model"],

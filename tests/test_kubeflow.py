@@ -10,6 +10,7 @@ import pytest
 import schemas
 from kubeflow import runner
 from movrec import main as cli
+from modules.hparams import RankingHParams
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import RUNTIME_PARAMETERS
 
@@ -167,3 +168,85 @@ def test_a_compiled_component_runs_from_its_container_command_line(tmp_path):
   with open(out / "schema" / "schema.pbtxt") as f:
     assert f.read() == open(schemas.schema_path(schemas.MOVIES)).read()
   assert json.load(open(out / "executor_output.json"))["artifacts"]["schema"]
+
+
+@pytest.fixture(scope="module")
+def vertex_compiled(tmp_path_factory):
+  from kubeflow import vertex  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("kfp-vertex") / "pipeline.json")
+  training = vertex.VertexTraining("my-project", "europe-west4", machine_type="n1-highmem-8",
+                                   accelerator="NVIDIA_TESLA_T4:2")
+  spec = runner.compile_pipeline(remote_config(retrieval_hparams={"epochs": 7}), path,
+                                 image=IMAGE, vertex_training=training,
+                                 dataflow=("my-project", "europe-west4"))
+  return path, spec
+
+
+def test_vertex_training_and_dataflow_are_compiled_into_the_job_specs(vertex_compiled):
+  """Both Trainers submit a Vertex CustomJob (built here by TFX's own Vertex client, as its
+  executor would build it, without sending it); every Beam step runs on Dataflow."""
+  from tfx.extensions.google_cloud_ai_platform import training_clients  # pylint: disable=g-import-not-at-top
+  _, spec = vertex_compiled
+  executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
+  declared = spec["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
+  assert not any(name.endswith("_hparams") for name in declared)  # fixed at compile time
+  for trainer, run_fn, key in (("RetrievalTrainer", "modules.retrieval_trainer.run_fn",
+                                "retrieval"),
+                               ("RankingTrainer", "modules.ranking_trainer.run_fn", "ranking")):
+    args = executors[f"{trainer}_executor"]["container"]["args"]
+    assert args[1] == "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
+    parameters = {name: p["runtimeValue"]["constantValue"]["stringValue"]
+                  for name, p in tasks(spec)[trainer]["inputs"]["parameters"].items()}
+    custom_config = json.loads(parameters["custom_config"])
+    assert custom_config["ai_platform_enable_vertex"] is True
+    assert custom_config["ai_platform_vertex_region"] == "europe-west4"
+    assert custom_config[key]["epochs"] == (7 if key == "retrieval" else RankingHParams().epochs)
+
+    client = training_clients.VertexJobClient.__new__(training_clients.VertexJobClient)
+    job_args = json.loads(json.dumps(custom_config["ai_platform_training_args"]))
+    assert job_args.pop("project") == "my-project"  # what TFX's runner takes out first
+    job = client.create_training_job({}, {}, parameters,
+                                     "tfx.components.trainer.executor.GenericExecutor",
+                                     job_args, None, None)
+    (pool,) = job["job_spec"]["worker_pool_specs"]
+    assert pool["machine_spec"] == {"machine_type": "n1-highmem-8",
+                                    "accelerator_type": "NVIDIA_TESLA_T4",
+                                    "accelerator_count": 2}
+    assert pool["container_spec"]["image_uri"] == IMAGE
+    command = pool["container_spec"]["command"]
+    assert command[:3] == ["python", "-m", "tfx.scripts.run_executor"]
+    assert command[command.index("--executor_class_path") + 1] == (
+        "tfx.components.trainer.executor.GenericExecutor")
+    assert json.loads(command[command.index("--exec-properties") + 1])["run_fn"] == run_fn
+
+  beam_steps = [name for name, e in executors.items()
+                if "--runner=DataflowRunner" in e.get("container", {}).get("args", [])]
+  assert {"Transform_executor", "StatisticsGen_executor", "MovieLensExampleGen_executor",
+          "RankingEvaluator_executor", "RetrievalEvaluator_executor",
+          "IndexBuilder_executor"} <= set(beam_steps)
+  transform = executors["Transform_executor"]["container"]["args"]
+  assert f"--sdk_container_image={IMAGE}" in transform
+  assert "--temp_location=gs://my-bucket/movrec/beam-temp" in transform
+  assert not any(a.startswith("--direct_") for a in transform)
+
+
+def test_a_vertex_spec_refuses_the_hparams_parameters_it_does_not_declare(
+    vertex_compiled, capsys):
+  path, _ = vertex_compiled
+  assert cli.main(["submit", "--compiled", path, "--project", "p", "--param",
+                   'retrieval_hparams={"epochs": 3}', "--dry-run"]) == 1
+  assert "unknown runtime parameter 'retrieval_hparams'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--dataflow", "--project", "p"], "Dataflow needs a gs:// --output-dir"),
+    (["--vertex-training"], "Vertex AI Training needs --project"),
+    (["--vertex-training", "--project", "p", "--training-accelerator", "T4:two"],
+     "expected TYPE or TYPE:COUNT"),
+])
+def test_bad_cloud_compile_options_get_a_clear_error(tmp_path, capsys, extra, message):
+  output_dir = "gs://b/out" if "--dataflow" not in extra else str(tmp_path / "out")
+  assert cli.main(["compile", "--data-dir", "gs://b/ml-100k", "--output-dir", output_dir,
+                   "--layout", "ml-100k", "--demographics", "--image", IMAGE,
+                   "--output", str(tmp_path / "p.json"), *extra]) == 1
+  assert message in capsys.readouterr().err

@@ -96,4 +96,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     logging.info("IndexBuilder: %s index of %d candidates, %s", config.mode,
                  len(embeddings), json.dumps({k: v for k, v in info.items() if k != "config"}))
     blessing_lib.write_blessing(artifact_utils.get_single_instance(output_dict[BLESSING_KEY]),
-                                decision, model)
+                                decision, model, blessing_lib.RETRIEVAL_INDEX)

@@ -6,7 +6,7 @@ from typing import Any, Dict, List
 
 from absl import logging
 from tfx import types
-from tfx.dsl.components.base import base_beam_executor
+from tfx.components.evaluator import executor as evaluator_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 from tfx.utils import io_utils
@@ -31,9 +31,14 @@ METRICS_FILE = "metrics.json"
 POPULARITY_PREFIX = "popularity_"  # the reference row's metrics on the evaluation artifact
 
 
-class Executor(base_beam_executor.BaseBeamExecutor):
+class Executor(evaluator_executor.Executor):
   """Evaluates the model (and the last blessed one, and popularity, on the same data)
   and blesses or not.
+
+  A subclass of TFX's Evaluator executor for one reason: the Kubeflow V2 entry point
+  rewrites the blessing's model ids into the store's artifact names only for those, and
+  the compiled latest-blessed-model resolver finds the model by that name. Do() is
+  entirely this class's own.
 
   The eval rows and the catalogue are embedded by a Beam pipeline (components/
   beam_embedding.py, on the pipeline's Beam runner); the exact scoring is in memory.
@@ -86,4 +91,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     blessing_lib.record_metrics(evaluation, popularity, prefix=POPULARITY_PREFIX)
     blessing_lib.write_blessing(
         artifact_utils.get_single_instance(output_dict[BLESSING_KEY]), decision, model,
-        baseline)
+        blessing_lib.RETRIEVAL, baseline)
