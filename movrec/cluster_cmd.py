@@ -1,4 +1,4 @@
-"""movrec compile | submit | schedule: Kubeflow Pipelines v2 / Vertex AI."""
+"""movrec compile | submit | schedule | run-compiled: Kubeflow Pipelines v2 / Vertex AI."""
 
 import argparse
 import json
@@ -20,14 +20,25 @@ def cmd_compile(args) -> int:
       ranking_hparams=paths.key_values(args.ranking, "--ranking"),
       **paths.given(rolling_spans=args.rolling_spans))
   with paths.quiet_imports(args):
-    from kubeflow import runner  # pylint: disable=g-import-not-at-top
-  compiled = runner.compile_pipeline(cfg, args.output, image=args.image)
+    from kubeflow import runner, vertex  # pylint: disable=g-import-not-at-top
+  training = (vertex.VertexTraining(args.project, args.region,
+                                    accelerator=args.training_accelerator,
+                                    **paths.given(machine_type=args.training_machine_type))
+              if args.vertex_training else None)
+  compiled = runner.compile_pipeline(
+      cfg, args.output, image=args.image, vertex_training=training,
+      dataflow=(args.project, args.region) if args.dataflow else None)
   tasks = runner.component_ids(compiled)
   params = sorted(compiled["pipelineSpec"]["root"].get("inputDefinitions", {})
                   .get("parameters", {}))
   print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes): {len(tasks)} tasks, "
         f"image {args.image}, pipeline root {cfg.pipeline_root}")
   print(f"runtime parameters: {', '.join(params)}")
+  if training:
+    print(f"Trainers: Vertex AI Training on {training.machine_spec()} in {args.region} "
+          "(hyperparameters fixed at compile time)")
+  if args.dataflow:
+    print(f"Beam steps: Dataflow in {args.project} / {args.region}, workers on {args.image}")
   return 0
 
 
@@ -39,8 +50,10 @@ def _send(args, cron=None) -> int:
   target = runner.ClusterTarget(project=args.project, region=args.region,
                                 kfp_host=args.kfp_host, service_account=args.service_account)
   with open(args.compiled) as f:
-    root = json.load(f)["runtimeConfig"]["gcsOutputDirectory"]
-  values = runner.parameter_values(paths.key_values(args.param, "--param"))
+    spec = json.load(f)
+  root = spec["runtimeConfig"]["gcsOutputDirectory"]
+  declared = spec["pipelineSpec"]["root"].get("inputDefinitions", {}).get("parameters", {})
+  values = runner.parameter_values(paths.key_values(args.param, "--param"), list(declared))
   request = runner.build_request(args.compiled, root, target, values, cron)
   if args.dry_run:
     print(json.dumps(request, indent=2))
@@ -55,6 +68,31 @@ def cmd_submit(args) -> int:
 
 def cmd_schedule(args) -> int:
   return _send(args, cron=args.cron)
+
+
+def cmd_run_compiled(args) -> int:
+  with paths.quiet_imports(args):
+    from kubeflow import local_launcher  # pylint: disable=g-import-not-at-top
+    from pipeline import inspect_store, metadata_store  # pylint: disable=g-import-not-at-top
+  overrides = {name: json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+               for name, value in paths.key_values(args.param, "--param").items()}
+  if args.data_dir:
+    overrides["data_dir"] = os.path.abspath(args.data_dir)
+  spec = local_launcher.compiled_spec.load(args.compiled)
+  root = args.pipeline_root or spec["runtimeConfig"]["gcsOutputDirectory"]
+  metadata_path = args.metadata or os.path.join(root, local_launcher.DEFAULT_METADATA)
+  connection = (metadata_store.load_connection_config(args.connection_config)
+                if args.connection_config else metadata_store.sqlite_config(metadata_path))
+  with metadata_store.exclusive(connection):
+    store = inspect_store.connect(metadata_path, args.connection_config, writable=True)
+    return _report(local_launcher.run_compiled(args.compiled, store, overrides, root))
+
+
+def _report(run) -> int:
+  for task, blessed in sorted(run.blessings().items()):
+    print(f"{task}: {'blessed' if blessed else 'NOT blessed'}")
+  print(f"run {run.run_id} complete; outputs and each task's log under {run.run_root}")
+  return 0
 
 
 def add_parsers(sub) -> None:
@@ -76,6 +114,16 @@ def add_parsers(sub) -> None:
                     help="start both Trainers from the last blessed models' weights")
   comp.add_argument("--retrieval", action="append", metavar="NAME=VALUE")
   comp.add_argument("--ranking", action="append", metavar="NAME=VALUE")
+  comp.add_argument("--vertex-training", action="store_true",
+                    help="run both Trainers as Vertex AI Training jobs (needs --project)")
+  comp.add_argument("--training-machine-type", help="default: kubeflow/vertex.py's")
+  comp.add_argument("--training-accelerator", metavar="TYPE[:COUNT]",
+                    help="e.g. NVIDIA_TESLA_T4:1 (default: none)")
+  comp.add_argument("--dataflow", action="store_true",
+                    help="run every Beam step on Dataflow (needs --project and a gs:// "
+                         "--output-dir)")
+  comp.add_argument("--project", help="Google Cloud project of --vertex-training / --dataflow")
+  comp.add_argument("--region", default="us-central1")
   comp.set_defaults(func=cmd_compile)
 
   def cluster_args(p):
@@ -89,6 +137,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="validate and print the request; send nothing")
     p.add_argument("--output-dir", default=None)
+
+  local = sub.add_parser("run-compiled", help="run a compiled pipeline spec on this machine, "
+                         "task by task, with the container command lines it names")
+  local.add_argument("compiled", help="the JSON `movrec compile` wrote")
+  local.add_argument("--data-dir", help="value of the data_dir runtime parameter")
+  local.add_argument("--param", action="append", metavar="NAME=VALUE",
+                     help="another runtime parameter value; repeatable")
+  local.add_argument("--pipeline-root", help="default: the spec's pipeline root")
+  local.add_argument("--metadata", help="SQLite store the run records into and resolvers "
+                     "query (default: metadata.db in the pipeline root)")
+  local.add_argument("--connection-config", help="a text-format ml_metadata "
+                     "ConnectionConfig (e.g. MySQL) instead of --metadata")
+  local.set_defaults(func=cmd_run_compiled)
 
   submit = sub.add_parser("submit", help="run the compiled pipeline once on a cluster")
   cluster_args(submit)

@@ -52,15 +52,15 @@ class ProgressReporter(logging.Handler):
                   time.monotonic() - self._started)
       self._current = None
     elif message.startswith(training_progress.PREFIX):
-      self._line(f"        {message[len(training_progress.PREFIX):]}")
+      self.line(f"        {message[len(training_progress.PREFIX):]}")
 
   def tick(self) -> None:
     """A 'still running' line for the current component (the ticker calls this)."""
     if self._current is not None:
-      self._line(f"        {self._current} running for "
+      self.line(f"        {self._current} running for "
                  f"{training_progress.duration(time.monotonic() - self._started)}")
 
-  def _line(self, text: str) -> None:
+  def line(self, text: str) -> None:
     with self._write_lock:
       self._out.write(text + "\n")
       self._out.flush()
@@ -68,7 +68,7 @@ class ProgressReporter(logging.Handler):
   def report(self, name: str, state: str, seconds: float) -> None:
     self.states[name] = state
     n = len(self.states)
-    self._line(f"[{n:>2}/{self._total}] {name:.<32} {state:<6} {seconds:6.1f} s")
+    self.line(f"[{n:>2}/{self._total}] {name:.<32} {state:<6} {seconds:6.1f} s")
 
 
 @contextlib.contextmanager
