@@ -36,6 +36,6 @@ setup(
     package_data={"schemas": ["*/schema.pbtxt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
     entry_points={"console_scripts": ["movrec=movrec.main:main"]},
 )

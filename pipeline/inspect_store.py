@@ -27,7 +27,6 @@ def connect(metadata_path: Optional[str] = None, connection_config_file: Optiona
   if connection_config_file:
     config = metadata_store.load_connection_config(connection_config_file)
   elif writable:
-    os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
     config = metadata_store.sqlite_config(metadata_path)
   else:
     if not metadata_path or not os.path.isfile(metadata_path):

@@ -22,6 +22,9 @@ from pipeline.errors import StoreInUseError
 
 
 def sqlite_config(path: str, writable: bool = True) -> pb.ConnectionConfig:
+  """A writable config creates the file (and its folder) on first use."""
+  if writable:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   config = pb.ConnectionConfig()
   config.sqlite.filename_uri = path
   config.sqlite.connection_mode = (

@@ -58,16 +58,34 @@ def mysql_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def mysql_run(pushed_run, mysql_server, tmp_path_factory):
-  """The pushed run's configuration run again with its metadata in MySQL:
-  (config, run summary from MLMD)."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
+def mysql_run(synthetic_dir, mysql_server, tmp_path_factory):
+  """The pushed run's configuration, its metadata in MySQL: (config, run summary from
+  MLMD). Independent of pushed_run, so the two can run on different test workers."""
   import io  # pylint: disable=g-import-not-at-top
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
-  config = dataclasses.replace(
-      pushed_run[0], output_dir=str(tmp_path_factory.mktemp("pipeline-out-mysql")),
-      metadata_connection_file=mysql_server.connection_config_file("movrec_e2e"))
+  from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+  config = PipelineConfig(
+      data_dir=synthetic_dir, output_dir=str(tmp_path_factory.mktemp("pipeline-out-mysql")),
+      metadata_connection_file=mysql_server.connection_config_file("movrec_e2e"),
+      **FAST_PIPELINE)
   return config, local_runner.run(config, out=io.StringIO()).run
+
+
+# Tests sharing an expensive session fixture run on one pytest-xdist worker (`make test`
+# runs two): a fixture is built once per worker that uses it.
+_XDIST_GROUPS = {"pushed_run": "pushed", "pushed_artifacts": "pushed", "compiled_run": "pushed",
+                 "mysql_run": "mysql", "mysql_server": "mysql"}
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    names = set(item.fixturenames)
+    if "inspected" in names:  # test_inspect: parametrized over the SQLite and MySQL runs
+      group = "mysql" if item.callspec.params.get("inspected") == "mysql" else "pushed"
+    else:
+      group = next((_XDIST_GROUPS[n] for n in sorted(names) if n in _XDIST_GROUPS), None)
+    if group:
+      item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

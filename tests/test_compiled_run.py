@@ -76,7 +76,7 @@ def test_the_pushed_bundle_is_served(compiled_run, capsys):
   assert cli.main(["recommend", "--output-dir", cluster_config.output_dir,
                    "--user", "1", "-k", "5", "--json"]) == 0
   answer = json.loads(capsys.readouterr().out)
-  assert len(answer["recommendations"]) == 5
+  assert answer["path"] == "personalized" and len(answer["items"]) == 5
 
 
 def test_a_failing_task_names_itself_and_its_log(tmp_path):
