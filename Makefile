@@ -1,7 +1,7 @@
 # `make run`: set up .venv and run the pipeline on MovieLens 100k.
-# `make test`: set up .venv and run the test suite on two pytest-xdist workers (a pipeline
-# run keeps about one core busy; tests sharing a session fixture stay on one worker, see
-# tests/conftest.py).
+# `make test`: set up .venv and run the test suite on two pytest-xdist workers, one test
+# file at a time each (a pipeline run keeps about one core busy; a file's tests share its
+# fixtures; session fixtures are built once per worker that needs them).
 # `make bench`: retrieval quality (split last with ablations, and random) vs baselines and
 # ranking on ml-100k (re-ranker ablation), ScaNN at 1.68M candidates, serving latency, HTTP
 # throughput and a 10-minute soak with a push a minute (prints figures; not part of `make test`).
@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(VENV)/bin/movrec run $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.retrieval_quality --variants $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)

@@ -71,22 +71,6 @@ def mysql_run(synthetic_dir, mysql_server, tmp_path_factory):
   return config, local_runner.run(config, out=io.StringIO()).run
 
 
-# Tests sharing an expensive session fixture run on one pytest-xdist worker (`make test`
-# runs two): a fixture is built once per worker that uses it.
-_XDIST_GROUPS = {"pushed_run": "pushed", "pushed_artifacts": "pushed", "compiled_run": "pushed",
-                 "mysql_run": "mysql", "mysql_server": "mysql"}
-
-
-def pytest_collection_modifyitems(items):
-  for item in items:
-    names = set(item.fixturenames)
-    if "inspected" in names:  # test_inspect: parametrized over the SQLite and MySQL runs
-      group = "mysql" if item.callspec.params.get("inspected") == "mysql" else "pushed"
-    else:
-      group = next((_XDIST_GROUPS[n] for n in sorted(names) if n in _XDIST_GROUPS), None)
-    if group:
-      item.add_marker(pytest.mark.xdist_group(group))
-
 
 @pytest.fixture(scope="session")
 def pushed_artifacts(pushed_run):
