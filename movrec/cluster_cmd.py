@@ -73,7 +73,7 @@ def cmd_schedule(args) -> int:
 def cmd_run_compiled(args) -> int:
   with paths.quiet_imports(args):
     from kubeflow import local_launcher  # pylint: disable=g-import-not-at-top
-    from pipeline import inspect_store, metadata_store  # pylint: disable=g-import-not-at-top
+    from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
   overrides = {name: json.dumps(value) if isinstance(value, (dict, list)) else str(value)
                for name, value in paths.key_values(args.param, "--param").items()}
   if args.data_dir:
@@ -84,7 +84,7 @@ def cmd_run_compiled(args) -> int:
   connection = (metadata_store.load_connection_config(args.connection_config)
                 if args.connection_config else metadata_store.sqlite_config(metadata_path))
   with metadata_store.exclusive(connection):
-    store = inspect_store.connect(metadata_path, args.connection_config, writable=True)
+    store = metadata_store.open_store(connection)
     return _report(local_launcher.run_compiled(args.compiled, store, overrides, root))
 
 

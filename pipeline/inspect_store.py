@@ -8,7 +8,6 @@ import datetime
 import os
 from typing import Dict, List, Optional
 
-import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
 from bundle import contract
@@ -20,24 +19,17 @@ class InspectError(MovrecError, LookupError):
   """A bad id, an unknown run, or an empty store; the message says which."""
 
 
-def connect(metadata_path: Optional[str] = None, connection_config_file: Optional[str] = None,
-            writable: bool = False):
-  """A store from a SQLite file (read-only unless `writable`, which creates it), or from a
-  text-format ConnectionConfig (MySQL, ...)."""
+def connect(metadata_path: Optional[str] = None, connection_config_file: Optional[str] = None):
+  """A store from a SQLite file (read-only), or from a text-format ConnectionConfig (MySQL,
+  ...)."""
   if connection_config_file:
     config = metadata_store.load_connection_config(connection_config_file)
-  elif writable:
-    config = metadata_store.sqlite_config(metadata_path)
   else:
     if not metadata_path or not os.path.isfile(metadata_path):
       raise InspectError(f"no metadata store at {metadata_path}; run the pipeline first "
                          f"(`movrec run`) or pass --metadata / --connection-config")
     config = metadata_store.sqlite_config(metadata_path, writable=False)
-  try:
-    return mlmd.MetadataStore(config)
-  except Exception as e:  # pylint: disable=broad-except
-    raise InspectError(f"cannot open the metadata store "
-                       f"{metadata_store.describe(config)}: {type(e).__name__}: {e}") from None
+  return metadata_store.open_store(config)
 
 
 def _iso(ms: int) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import os
 from typing import Iterator
 
+import ml_metadata as mlmd
 from google.protobuf import text_format
 from ml_metadata.proto import metadata_store_pb2 as pb
 
@@ -49,6 +50,14 @@ def load_connection_config(path: str) -> pb.ConnectionConfig:
     raise ConfigError(f"connection config {path} names no mysql {{...}} or sqlite {{...}} "
                       "store")
   return config
+
+
+def open_store(config: pb.ConnectionConfig) -> mlmd.MetadataStore:
+  try:
+    return mlmd.MetadataStore(config)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"cannot open the metadata store {describe(config)}: "
+                      f"{type(e).__name__}: {e}") from None
 
 
 def describe(config: pb.ConnectionConfig) -> str:

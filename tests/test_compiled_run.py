@@ -5,7 +5,6 @@ import dataclasses
 import io
 import json
 
-import ml_metadata as mlmd
 import pytest
 from ml_metadata.proto import metadata_store_pb2 as pb
 
@@ -14,7 +13,7 @@ from kubeflow import kfp_store
 from kubeflow import local_launcher
 from kubeflow import runner
 from movrec import main as cli
-from pipeline import inspect_store
+from pipeline import metadata_store
 from pipeline import pipeline as pipeline_lib
 
 
@@ -27,7 +26,7 @@ def compiled_run(pushed_run, tmp_path_factory):
   cluster_config = dataclasses.replace(config, output_dir=str(out / "outputs"))
   spec_path = str(out / "pipeline.json")
   runner.compile_pipeline(cluster_config, spec_path, image="movrec-pipeline:test")
-  store = inspect_store.connect(str(out / "kfp.db"), writable=True)
+  store = metadata_store.open_store(metadata_store.sqlite_config(str(out / "kfp.db")))
   console = io.StringIO()
   run = local_launcher.run_compiled(spec_path, store, out=console)
   return spec_path, cluster_config, store, run, local_run, console.getvalue()
@@ -79,7 +78,9 @@ def test_the_pushed_bundle_is_served(compiled_run, capsys):
   assert answer["path"] == "personalized" and len(answer["items"]) == 5
 
 
-def test_a_failing_task_names_itself_and_its_log(tmp_path):
+def test_a_failing_task_names_itself_and_its_log(tmp_path, capsys):
+  """Through `movrec run-compiled`: the task, its exit code, its log; recorded FAILED in
+  the store the command creates in the pipeline root."""
   spec = {"pipelineInfo": {"name": "p"}, "root": {"dag": {"tasks": {"Broken": {
       "componentRef": {"name": "Broken"}}}}},
           "components": {"Broken": {"executorLabel": "Broken_executor"}},
@@ -87,18 +88,13 @@ def test_a_failing_task_names_itself_and_its_log(tmp_path):
               "image": "x", "command": ["python", "-c", "import sys; print('boom'); "
                                         "sys.exit(3)"], "args": []}}}}}
   path = tmp_path / "p.json"
+  root = tmp_path / "root"
   path.write_text(json.dumps({"pipelineSpec": spec, "runtimeConfig": {
-      "gcsOutputDirectory": str(tmp_path / "root")}}))
-  store = mlmd.MetadataStore(_sqlite(tmp_path / "m.db"))
-  with pytest.raises(local_launcher.TaskFailedError) as failed:
-    local_launcher.run_compiled(str(path), store, out=io.StringIO())
-  assert "task Broken exited with code 3" in str(failed.value)
-  assert "boom" in str(failed.value) and "task.log" in str(failed.value)
+      "gcsOutputDirectory": str(root)}}))
+  assert cli.main(["run-compiled", str(path)]) == 1
+  error = capsys.readouterr().err
+  assert "task Broken exited with code 3" in error
+  assert "boom" in error and "task.log" in error
+  store = metadata_store.open_store(metadata_store.sqlite_config(
+      str(root / local_launcher.DEFAULT_METADATA)))
   assert [e.last_known_state for e in store.get_executions()] == [pb.Execution.FAILED]
-
-
-def _sqlite(path):
-  config = pb.ConnectionConfig()
-  config.sqlite.filename_uri = str(path)
-  config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-  return config
