@@ -81,9 +81,14 @@ def tasks_in_order(spec: Dict) -> List[Task]:
   return ordered
 
 
+def declared_parameters(spec: Dict) -> Dict[str, Dict]:
+  """The runtime parameters the spec declares: {name: {"type": "STRING" | ...}}."""
+  return spec["pipelineSpec"]["root"].get("inputDefinitions", {}).get("parameters", {})
+
+
 def pipeline_parameters(spec: Dict, overrides: Optional[Dict[str, str]] = None) -> Dict:
   """The pipeline's parameters as typed Values: compiled defaults, then `overrides`."""
-  declared = spec["pipelineSpec"]["root"].get("inputDefinitions", {}).get("parameters", {})
+  declared = declared_parameters(spec)
   values = dict(spec["runtimeConfig"].get("parameters", {}))
   for name, text in (overrides or {}).items():
     if name not in declared:

@@ -5,6 +5,7 @@ import json
 import os
 
 from components.movielens_example_gen import layouts
+from kubeflow import compiled_spec
 from modules.errors import ConfigError
 from movrec import paths
 from pipeline import config as config_lib
@@ -29,8 +30,7 @@ def cmd_compile(args) -> int:
       cfg, args.output, image=args.image, vertex_training=training,
       dataflow=(args.project, args.region) if args.dataflow else None)
   tasks = runner.component_ids(compiled)
-  params = sorted(compiled["pipelineSpec"]["root"].get("inputDefinitions", {})
-                  .get("parameters", {}))
+  params = sorted(compiled_spec.declared_parameters(compiled))
   print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes): {len(tasks)} tasks, "
         f"image {args.image}, pipeline root {cfg.pipeline_root}")
   print(f"runtime parameters: {', '.join(params)}")
@@ -52,8 +52,8 @@ def _send(args, cron=None) -> int:
   with open(args.compiled) as f:
     spec = json.load(f)
   root = spec["runtimeConfig"]["gcsOutputDirectory"]
-  declared = spec["pipelineSpec"]["root"].get("inputDefinitions", {}).get("parameters", {})
-  values = runner.parameter_values(paths.key_values(args.param, "--param"), list(declared))
+  values = runner.parameter_values(paths.key_values(args.param, "--param"),
+                                   list(compiled_spec.declared_parameters(spec)))
   request = runner.build_request(args.compiled, root, target, values, cron)
   if args.dry_run:
     print(json.dumps(request, indent=2))
@@ -72,13 +72,15 @@ def cmd_schedule(args) -> int:
 
 def cmd_run_compiled(args) -> int:
   with paths.quiet_imports(args):
-    from kubeflow import local_launcher  # pylint: disable=g-import-not-at-top
+    from kubeflow import local_launcher, runner  # pylint: disable=g-import-not-at-top
     from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
-  overrides = {name: json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-               for name, value in paths.key_values(args.param, "--param").items()}
+  spec = compiled_spec.load(args.compiled)
+  # Checked as `submit` checks them (names, types, hyperparameter keys).
+  values = runner.parameter_values(paths.key_values(args.param, "--param"),
+                                   list(compiled_spec.declared_parameters(spec)))
+  overrides = {name: str(value) for name, value in values.items()}
   if args.data_dir:
     overrides["data_dir"] = os.path.abspath(args.data_dir)
-  spec = local_launcher.compiled_spec.load(args.compiled)
   root = args.pipeline_root or spec["runtimeConfig"]["gcsOutputDirectory"]
   metadata_path = args.metadata or os.path.join(root, local_launcher.DEFAULT_METADATA)
   connection = (metadata_store.load_connection_config(args.connection_config)

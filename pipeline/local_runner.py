@@ -33,7 +33,7 @@ def connection_config(config: PipelineConfig):
 
 
 def metadata_store(config: PipelineConfig) -> mlmd.MetadataStore:
-  return mlmd.MetadataStore(connection_config(config))
+  return store_lib.open_store(connection_config(config))
 
 
 def run(config: PipelineConfig, out: TextIO = sys.stdout) -> LocalRunResult:

@@ -91,6 +91,10 @@ def test_a_failing_task_names_itself_and_its_log(tmp_path, capsys):
   root = tmp_path / "root"
   path.write_text(json.dumps({"pipelineSpec": spec, "runtimeConfig": {
       "gcsOutputDirectory": str(root)}}))
+  # Parameters are checked before anything runs: this spec declares none.
+  assert cli.main(["run-compiled", str(path), "--param", "index_min_recall=0.9"]) == 1
+  assert "unknown runtime parameter 'index_min_recall'" in capsys.readouterr().err
+  assert not (root / local_launcher.DEFAULT_METADATA).exists()
   assert cli.main(["run-compiled", str(path)]) == 1
   error = capsys.readouterr().err
   assert "task Broken exited with code 3" in error
