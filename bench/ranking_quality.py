@@ -142,11 +142,13 @@ def main(argv=None) -> int:
   with open(os.path.join(ranking_uri, "Format-Serving", ranking_trainer.TRAINING_FILE)) as f:
     training = json.load(f)
   examples = pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "examples")
-  train_serialized = examples_io.read_serialized(examples, F.TRAIN_SPLIT)
+  train = examples_io.split_columns(examples, F.TRAIN_SPLIT, {
+      F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64,
+      F.USER_RATING: tf.float32})
   data = eval_set_lib.build(
       examples_io.read_serialized(pipeline_run.tfx_artifact(
           run, "MovieLensExampleGen", "candidates"), F.CATALOG_SPLIT),
-      train_serialized, examples_io.read_serialized(examples, F.EVAL_SPLIT))
+      train, examples_io.read_serialized(examples, F.EVAL_SPLIT))
   rows = np.arange(len(data.eval_items))
   model_dir = lambda node: path_utils.serving_model_dir(run.output(node, "model").uri)
 
@@ -165,9 +167,6 @@ def main(argv=None) -> int:
               top_k_rates(np.argsort(-predicted, axis=1, kind="stable"), labels))]
 
   # 2. The re-ranker, on a retrieval model that left each user's newest ratings out.
-  train = examples_io.scalar_columns(train_serialized, {
-      F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64,
-      F.USER_RATING: tf.float32})
   user_index = {u: i for i, u in enumerate(data.user_ids)}
   item_index = {m: i for i, m in enumerate(data.catalogue_ids)}
   keep = np.array([m in item_index for m in train[F.MOVIE_ID]])
@@ -176,6 +175,7 @@ def main(argv=None) -> int:
   t_seconds = train[F.TIMESTAMP].astype(np.int64)
   held = np.flatnonzero(ranking_holdout.holdout_mask(
       t_users, t_seconds, args.holdout, len(data.user_ids)) & keep)
+  train_serialized = examples_io.read_serialized(examples, F.TRAIN_SPLIT)  # rows as `train`
   started = time.monotonic()
   with tempfile.TemporaryDirectory() as variant_dir:
     summary = train_holdout_retrieval(run, args.holdout, variant_dir)

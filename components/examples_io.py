@@ -1,11 +1,13 @@
 """Reading the raw tf.Examples of an Examples artifact split (for evaluation and indexing).
 
-These read into memory: fine up to ml-25m's eval split on one machine; a Beam version is
-the path for bigger data (see README "Scaling").
+Whole splits are read as numpy columns of the scalar features needed, parsed in batches
+straight from the split's files (`split_columns`, `parsed_batches`), never as a list of
+serialized Examples; only small splits (the catalogue, one eval rating per user) are
+read serialized (`read_serialized`).
 """
 
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -30,17 +32,38 @@ def split_pattern(examples, split: str) -> str:
 
 
 def read_serialized(examples, split: str) -> List[bytes]:
+  """Every serialized Example of a split: for small splits only (see split_columns)."""
   return [r.numpy() for r in tf.data.TFRecordDataset(split_files(examples, split),
                                                      compression_type="GZIP")]
+
+
+def parsed_batches(examples, split: str, spec: Dict, batch_size: int = 8192) -> Iterator[Dict]:
+  """tf.io.parse_example of `spec` over batches of a split, streamed from its files."""
+  records = tf.data.TFRecordDataset(split_files(examples, split), compression_type="GZIP")
+  for batch in records.batch(batch_size).prefetch(1):
+    yield tf.io.parse_example(batch, spec)
+
+
+def _scalar_spec(names: Dict[str, tf.dtypes.DType]) -> Dict:
+  return {name: tf.io.FixedLenFeature([1], dtype) for name, dtype in names.items()}
+
+
+def split_columns(examples, split: str, names: Dict[str, tf.dtypes.DType]) -> Dict[str, np.ndarray]:
+  """Scalar features of a whole split as numpy columns (strings decoded), read in batches."""
+  return _columns(parsed_batches(examples, split, _scalar_spec(names)), names)
 
 
 def scalar_columns(serialized: Sequence[bytes], names: Dict[str, tf.dtypes.DType],
                    batch_size: int = 8192) -> Dict[str, np.ndarray]:
   """Scalar features of serialized Examples as numpy columns (strings decoded)."""
-  spec = {name: tf.io.FixedLenFeature([1], dtype) for name, dtype in names.items()}
+  spec = _scalar_spec(names)
+  return _columns((tf.io.parse_example(tf.constant(serialized[start:start + batch_size]), spec)
+                   for start in range(0, len(serialized), batch_size)), names)
+
+
+def _columns(batches, names) -> Dict[str, np.ndarray]:
   parts = {name: [] for name in names}
-  for start in range(0, len(serialized), batch_size):
-    parsed = tf.io.parse_example(tf.constant(serialized[start:start + batch_size]), spec)
+  for parsed in batches:
     for name in names:
       parts[name].append(parsed[name].numpy().reshape(-1))
   columns = {}

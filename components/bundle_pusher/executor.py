@@ -8,6 +8,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_executor
@@ -30,39 +31,64 @@ INDEX_KEY = "index"
 INDEX_BLESSING_KEY = "index_blessing"
 EXAMPLES_KEY = "examples"
 PUSHED_MODEL_KEY = "pushed_model"
+DEMOGRAPHIC_TYPES = {F.USER_AGE: tf.int64, F.USER_GENDER: tf.string,
+                     F.USER_OCCUPATION: tf.string, F.USER_ZIP_CODE: tf.string}
 SERVING_DIR_KEY = "serving_dir"
+
+
+def _user_columns(examples: Sequence[types.Artifact]):
+  """(user, movie, seconds columns over every split of every artifact, file order; each
+  user's demographic features from their first Example carrying them), streamed."""
+  spec = {F.USER_ID: tf.io.FixedLenFeature([1], tf.string),
+          F.MOVIE_ID: tf.io.FixedLenFeature([1], tf.string),
+          F.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64),
+          **{name: tf.io.VarLenFeature(DEMOGRAPHIC_TYPES[name])
+             for name in F.USER_DEMOGRAPHIC_FEATURES}}
+  parts = {F.USER_ID: [], F.MOVIE_ID: [], F.TIMESTAMP: []}
+  features: Dict[bytes, Dict] = {}
+  for artifact in examples:
+    for split in artifact_utils.decode_split_names(artifact.split_names):
+      for parsed in examples_io.parsed_batches(artifact, split, spec):
+        users = parsed[F.USER_ID].numpy().reshape(-1)
+        for name in parts:
+          parts[name].append(parsed[name].numpy().reshape(-1))
+        for name in F.USER_DEMOGRAPHIC_FEATURES:
+          given = parsed[name]
+          rows, values = given.indices.numpy()[:, 0], given.values.numpy()
+          owners, first = np.unique(users[rows], return_index=True)
+          for user, i in zip(owners, first):
+            found = features.setdefault(user, {})
+            if name not in found:
+              found[name] = (int(values[i]) if DEMOGRAPHIC_TYPES[name] == tf.int64
+                             else values[i].decode())
+  columns = {name: np.concatenate(p) if p else np.array([]) for name, p in parts.items()}
+  return columns, features
 
 
 def user_table(examples: Sequence[types.Artifact]) -> List[contract.UserRecord]:
   """Each user's raw features (those present), rated movies (newest first), when each
   was rated (`rated_at`, aligned with `rated`) and last rating time, over every split of
-  every Examples artifact given (the training window's spans)."""
-  users: Dict[str, Dict] = {}
-  splits = [(artifact, split) for artifact in examples
-            for split in artifact_utils.decode_split_names(artifact.split_names)]
-  for artifact, split in splits:
-    for raw in examples_io.read_serialized(artifact, split):
-      feature = tf.train.Example.FromString(raw).features.feature
-      user_id = feature[F.USER_ID].bytes_list.value[0].decode()
-      user = users.get(user_id)
-      if user is None:
-        user = users[user_id] = {"user_id": user_id, "features": {}, "rated": [],
-                                 "last_timestamp": 0}
-        for name in F.USER_DEMOGRAPHIC_FEATURES:
-          if name in feature:
-            values = feature[name]
-            user["features"][name] = (values.int64_list.value[0] if values.int64_list.value
-                                      else values.bytes_list.value[0].decode())
-      timestamp = feature[F.TIMESTAMP].int64_list.value[0]
-      user["rated"].append((timestamp, feature[F.MOVIE_ID].bytes_list.value[0].decode()))
-      user["last_timestamp"] = max(user["last_timestamp"], timestamp)
-  for user in users.values():  # newest first, as the query tower's history expects
-    newest = {}  # a movie rated again in a later span counts once, at its latest rating
-    for timestamp, movie in sorted(user["rated"], key=lambda r: -r[0]):
-      newest.setdefault(movie, timestamp)
-    user["rated"] = list(newest)
-    user["rated_at"] = list(newest.values())
-  return [users[u] for u in sorted(users)]
+  every Examples artifact given (the training window's spans). Read as columns, one
+  batch of Examples at a time."""
+  columns, features = _user_columns(examples)
+  user_names, users = np.unique(columns[F.USER_ID], return_inverse=True)  # sorted ids
+  _, movies = np.unique(columns[F.MOVIE_ID], return_inverse=True)
+  seconds = columns[F.TIMESTAMP].astype(np.int64)
+  order = np.lexsort((-seconds, users))  # by user, newest first; ties keep file order
+  # A movie rated again (in a later span) counts once, at its newest rating.
+  pair = users[order].astype(np.int64) * (int(movies.max(initial=0)) + 1) + movies[order]
+  _, first = np.unique(pair, return_index=True)
+  order = order[np.sort(first)]
+  bounds = np.searchsorted(users[order], np.arange(len(user_names) + 1))
+  movie_ids = columns[F.MOVIE_ID]
+  table = []
+  for u, name in enumerate(user_names):
+    rows = order[bounds[u]:bounds[u + 1]]
+    rated_at = seconds[rows].tolist()
+    table.append({"user_id": name.decode(), "features": features.get(name, {}),
+                  "rated": [m.decode() for m in movie_ids[rows]], "rated_at": rated_at,
+                  "last_timestamp": int(rated_at[0])})
+  return table
 
 
 def tflite_from_core(core_dir: str) -> bytes:

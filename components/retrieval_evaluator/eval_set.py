@@ -53,16 +53,16 @@ class EvalSet:
     return int(np.searchsorted(self.train_seconds, seconds, side="left"))
 
 
-_KEYS = {F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64}
+TRAIN_COLUMNS = {F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64}
 
 
-def build(catalogue_serialized: Sequence[bytes], train_serialized: Sequence[bytes],
+def build(catalogue_serialized: Sequence[bytes], train: Dict[str, np.ndarray],
           eval_serialized: Sequence[bytes]) -> EvalSet:
+  """`train`: the training split's TRAIN_COLUMNS (examples_io.split_columns)."""
   catalogue = examples_io.scalar_columns(catalogue_serialized, {F.MOVIE_ID: tf.string})
   catalogue_ids = catalogue[F.MOVIE_ID]
   item_index = {m: i for i, m in enumerate(catalogue_ids)}
-  train = examples_io.scalar_columns(train_serialized, _KEYS)
-  evals = examples_io.scalar_columns(eval_serialized, _KEYS)
+  evals = examples_io.scalar_columns(eval_serialized, TRAIN_COLUMNS)
 
   user_ids = sorted(set(train[F.USER_ID]) | set(evals[F.USER_ID]))
   user_index = {u: i for i, u in enumerate(user_ids)}
@@ -101,6 +101,7 @@ def build(catalogue_serialized: Sequence[bytes], train_serialized: Sequence[byte
 
 def from_artifacts(examples, candidates, with_train: bool = True) -> EvalSet:
   """with_train=False skips reading the train split (no earlier movies for anyone)."""
-  train = examples_io.read_serialized(examples, F.TRAIN_SPLIT) if with_train else []
+  train = (examples_io.split_columns(examples, F.TRAIN_SPLIT, TRAIN_COLUMNS) if with_train
+           else examples_io.scalar_columns([], TRAIN_COLUMNS))
   return build(examples_io.read_serialized(candidates, F.CATALOG_SPLIT), train,
                examples_io.read_serialized(examples, F.EVAL_SPLIT))
