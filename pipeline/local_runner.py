@@ -53,10 +53,4 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> LocalRunResult:
       except Exception as e:  # pylint: disable=broad-except
         raise PipelineRunError(reporter.current, e, log_path) from e
     recorded = run_summary.latest_run(metadata_store(config), config.pipeline_name)
-  # The runner's "Component Transform is finished" record does not reach the reporter
-  # on a fresh run (cause not found); MLMD is authoritative, so report what was missed.
-  for component in recorded.components:
-    if component.node_id not in reporter.states:
-      reporter.report(component.node_id, component.state.lower().replace("complete", "done"),
-                      component.seconds)
   return LocalRunResult(recorded, log_path)

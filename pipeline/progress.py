@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Dict, Iterator, Optional, TextIO
 
+from absl import logging as absl_logging
+
 from modules import training_progress
 
 _RUNNING = re.compile(r"^Component (\S+) is running\.$")
@@ -102,12 +104,15 @@ def tfx_logs_to_file(log_path: str, total_components: int, out: TextIO = sys.std
   reporter = ProgressReporter(total_components, out)
   root.handlers = [file_handler]
   root.setLevel(logging.INFO)
-  # TFX logs through absl's "absl" logger. The reporter sits on that logger rather than
-  # on the root, whose handlers some executors (Transform) replace mid-run.
+  # TFX logs through absl's "absl" logger; the reporter sits on it. Its level is set
+  # through absl's verbosity flag, not setLevel: TensorFlow, when it saves a model
+  # (Transform's graph first), silences absl and then restores the *flag's* value, which
+  # would otherwise be WARNING: every INFO record after that (component lines included)
+  # was lost.
   absl_logger = logging.getLogger("absl")
-  saved_absl_level = absl_logger.level
+  saved_verbosity = absl_logging.get_verbosity()
   absl_logger.addHandler(reporter)
-  absl_logger.setLevel(logging.INFO)
+  absl_logging.set_verbosity(absl_logging.INFO)
   stop = threading.Event()
   ticker = None
   if getattr(out, "isatty", lambda: False)():
@@ -125,5 +130,5 @@ def tfx_logs_to_file(log_path: str, total_components: int, out: TextIO = sys.std
       ticker.join(timeout=1)
     file_handler.close()
     absl_logger.removeHandler(reporter)
-    absl_logger.setLevel(saved_absl_level)
+    absl_logging.set_verbosity(saved_verbosity)
     root.handlers, root.level = saved_handlers, saved_level

@@ -42,9 +42,21 @@ def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(pushed_run, sy
   config, first, console = pushed_run
   assert {c.node_id for c in first.components} == COMPONENTS
   assert first.count("COMPLETE") == len(COMPONENTS)
+  # One line per component as it finishes (Transform's too: TensorFlow used to reset
+  # absl's level when saving its graph, and every INFO record after it was lost), with
+  # both Trainers' epochs under theirs.
   lines = console.splitlines()
-  assert len(lines) == len(COMPONENTS)  # one progress line per component
-  assert all(" done " in line for line in lines)
+  component_lines = [line for line in lines if line.startswith("[")]
+  assert len(component_lines) == len(COMPONENTS)
+  assert all(" done " in line for line in component_lines)
+  for trainer, hparams in (("RetrievalTrainer", "retrieval_hparams"),
+                           ("RankingTrainer", "ranking_hparams")):
+    epochs = fast_pipeline[hparams]["epochs"]
+    finished = next(i for i, line in enumerate(lines) if line.startswith("[") and trainer in line)
+    progress = [i for i, line in enumerate(lines) if f"{trainer} epoch " in line]
+    assert len(progress) == epochs and max(progress) < finished, (trainer, lines)
+  with open(os.path.join(config.log_dir, sorted(os.listdir(config.log_dir))[0])) as f:
+    assert "Component BundlePusher is finished." in f.read()
 
   store = local_runner.metadata_store(config)
   assert len(store.get_executions()) == len(COMPONENTS)
