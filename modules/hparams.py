@@ -89,8 +89,12 @@ class RetrievalHParams(_FromDict):
   logq_correction: bool = True  # subtract log of the movie's sampling probability
   remove_accidental_hits: bool = True  # in-batch "negatives" that are the positive movie
   catalogue_negatives: int = 0  # movies drawn uniformly per batch as extra negatives (0: off)
+  # Training reads each user's ratings as windows of this many consecutive ratings, all
+  # positions in one pass over a shared context (modules/rating_windows.py); 0 gathers a
+  # history per rating instead (also what the sequence encoder needs).
+  window_length: int = 16
   epochs: int = 10
-  batch_size: int = 1024
+  batch_size: int = 1024  # ratings per batch (about; window batches hold whole windows)
   optimizer: str = "adam"  # adam | adagrad | sgd
   learning_rate: float = 0.005
   seed: int = 42

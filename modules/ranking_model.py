@@ -86,6 +86,7 @@ class RankingCore(tf.keras.Model):
     self.out = tf.keras.layers.Dense(1, kernel_regularizer=reg)
     self.global_mean = tf.constant(global_mean, tf.float32)
 
+  @tf.autograph.experimental.do_not_convert  # as retrieval_model.Tower.call
   def call(self, inputs, training=False):
     parts = []
     for name in self.names:
@@ -115,6 +116,7 @@ class RankingEnsemble(tf.keras.Model):
     self.members = list(members)
     self.names = self.members[0].names
 
+  @tf.autograph.experimental.do_not_convert  # as retrieval_model.Tower.call
   def call(self, inputs, training=False):
     return tf.add_n([m(inputs, training=training) for m in self.members]) / len(self.members)
 
@@ -126,6 +128,7 @@ class RankingModel(tf.keras.Model):
     super().__init__(**kwargs)
     self.core, self.num_genres = core, num_genres
 
+  @tf.autograph.experimental.do_not_convert  # as retrieval_model.Tower.call
   def call(self, transformed, training=False):
     return self.core(core_inputs(transformed, self.core.names, self.num_genres),
                      training=training)

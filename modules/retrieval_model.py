@@ -15,7 +15,8 @@ numbers), never raw strings: the exported serving models apply the transform gra
                    embedding ⊕ release year
   each: concat → optional dense layers → linear to `output_dim` → optional L2 norm
 
-Loss: in-batch softmax (tfrs.tasks.Retrieval) with a temperature, removal of accidental
+Loss: in-batch softmax (tfrs.tasks.Retrieval's, written out in `_softmax_loss` to also
+exclude a window's own ratings, modules/rating_windows.py) with a temperature, removal of accidental
 hits (the positive movie appearing again in the batch) and log-q correction (popular
 movies are over-represented as in-batch negatives; their logits get log P(movie)
 subtracted, Yi et al. 2019).
@@ -29,6 +30,7 @@ import tensorflow_recommenders as tfrs
 
 from modules import features as F
 from modules import movie_table
+from modules import rating_windows
 from modules import user_history
 from modules import warm_start
 from modules.hparams import RetrievalHParams, make_optimizer
@@ -48,6 +50,8 @@ QUERY_DROPPABLE = (_xf(F.USER_GENDER), _xf(F.USER_OCCUPATION), _xf(F.USER_ZIP_PR
 HISTORY_FEATURE = _xf(F.USER_HISTORY)  # ragged movie ids, newest first; built, not Transform's
 HISTORY_SECONDS_FEATURE = _xf(F.USER_HISTORY_TIMESTAMPS)  # ragged, aligned: when rated
 QUERY_SECONDS_FEATURE = _xf(F.TIMESTAMP_SECONDS)  # when the query happens (unix seconds)
+# The query tower's history pools, when the caller computed them (window batches).
+POOLED_HISTORY = "pooled_history"
 CANDIDATE_ID_FEATURE = _xf(F.MOVIE_ID)
 CANDIDATE_BAGS = (_xf(F.MOVIE_TITLE_TOKENS), _xf(F.MOVIE_GENRES))  # variable-length id lists
 CANDIDATE_NUMERIC = (_xf(F.MOVIE_RELEASE_YEAR),)
@@ -55,6 +59,9 @@ CANDIDATE_NUMERIC = (_xf(F.MOVIE_RELEASE_YEAR),)
 # Raw features each exported tower takes (the transform graph needs exactly these).
 QUERY_RAW_FEATURES = (F.USER_ID, *F.USER_DEMOGRAPHIC_FEATURES, F.TIMESTAMP)
 CANDIDATE_RAW_FEATURES = F.MOVIE_FEATURES
+
+
+_MIN_LOGIT = np.float32(np.finfo(np.float32).min / 100)  # as tfrs' accidental-hit removal
 
 
 def _flat(x):
@@ -239,17 +246,42 @@ class Tower(tf.keras.Model):
     pooled = totals / tf.maximum(norms, 1e-9)[:, :, None]
     return tf.reshape(pooled, [batch, pools * embedded.shape[1]])  # static width
 
+  def pool_windows(self, ids, seconds, query_seconds, mask):
+    """`_history` for every position of a batch of windows at once
+    (modules/rating_windows.py): the context ids / seconds [windows, context] are
+    embedded once and pooled by each position through `mask` [windows, positions,
+    context]; returns [windows, positions, pools * dim], the pools in `_history`'s order."""
+    embedded = self.history_embedding(ids)  # [k, c, dim]
+    weights = [tf.cast(mask, tf.float32)]
+    offsets = [0.0]
+    if self.log_time_scales is not None:
+      distance = tf.abs(_days_between(query_seconds[:, :, None], seconds[:, None, :]))
+      scales = tf.exp(self.log_time_scales)
+      weights += [weights[0] * tf.exp(-distance / scales[p])
+                  for p in range(self.log_time_scales.shape[0])]
+      offsets += [1.0] * self.log_time_scales.shape[0]
+    pooled = [tf.einsum("kwc,kcd->kwd", w, embedded)
+              / tf.maximum(tf.reduce_sum(w, axis=2, keepdims=True) + offset, 1e-9)
+              for w, offset in zip(weights, offsets)]
+    return tf.concat(pooled, axis=2)
+
   def _maybe_unknown(self, name, ids, training):
     if not (training and self.feature_dropout and name in self.droppable):
       return ids
     drop = tf.random.uniform(tf.shape(ids)) < self.feature_dropout
     return tf.where(drop, tf.cast(self.droppable[name], ids.dtype), ids)
 
+  # No data-dependent Python control flow here or below, so tf.function need not convert
+  # it: autograph's conversion of this code and everything it calls took 20-40 s of a
+  # Trainer's first step on ml-100k.
+  @tf.autograph.experimental.do_not_convert
   def call(self, features, training=False):
     parts = []
     if self.id_embedding is not None:
       parts.append(self.id_embedding(_flat(features[self.id_feature])))
-    if self.history_embedding is not None:
+    if POOLED_HISTORY in features:  # computed for a batch of windows (pool_windows)
+      parts.append(features[POOLED_HISTORY])
+    elif self.history_embedding is not None:
       parts.append(self._history(features))
     if self.sequence is not None:
       parts.append(self.sequence(features[HISTORY_FEATURE], features[HISTORY_SECONDS_FEATURE],
@@ -301,9 +333,7 @@ class RetrievalModel(tfrs.Model):
       raise ValueError("catalogue_negatives needs the movie table")
     self.movie_table = movies if hparams.catalogue_negatives else None
     self.catalogue_negatives = hparams.catalogue_negatives
-    self.task = tfrs.tasks.Retrieval(
-        temperature=hparams.temperature,
-        remove_accidental_hits=hparams.remove_accidental_hits)
+    self.temperature = hparams.temperature
     self.remove_accidental_hits = hparams.remove_accidental_hits
     self.movie_probabilities = None
     if hparams.logq_correction:
@@ -311,7 +341,12 @@ class RetrievalModel(tfrs.Model):
         raise ValueError("logq_correction needs the movies' sampling probabilities")
       self.movie_probabilities = tf.constant(movie_probabilities, tf.float32)
 
+  # No autograph (see Tower.call): the loss is plain TensorFlow ops, and converting
+  # tfrs' task and Keras' internals cost ~10 s of every Trainer's first step.
+  @tf.autograph.experimental.do_not_convert
   def compute_loss(self, features, training=False):
+    if rating_windows.MASK in features:
+      return self._window_loss(features, training)
     movie_ids = _flat(features[CANDIDATE_ID_FEATURE])
     candidates = self.candidate_tower(features, training=training)
     candidate_ids = movie_ids
@@ -325,13 +360,46 @@ class RetrievalModel(tfrs.Model):
       if probabilities is not None:  # a uniform draw's probability is 1/size
         probabilities = tf.concat([probabilities, tf.fill(
             tf.shape(sampled_ids), 1.0 / float(self.movie_table.size))], 0)
-    extra = {}
-    if probabilities is not None:
-      extra["candidate_sampling_probability"] = probabilities
+    queries = self.query_tower(self.with_history(features), training=training)
+    return self._softmax_loss(queries, candidates, candidate_ids, probabilities)
+
+  def _window_loss(self, features, training):
+    """compute_loss over a batch of windows (modules/rating_windows.py): every position
+    is a query, its own movie the positive, the other positions' movies the negatives,
+    except those of its own window (the same user's other ratings, which a batch of
+    independent examples would rarely hold)."""
+    pooled = self.query_tower.pool_windows(
+        features[rating_windows.CONTEXT_IDS], features[rating_windows.CONTEXT_SECONDS],
+        features[rating_windows.POSITION_SECONDS], features[rating_windows.MASK])
+    pooled = tf.boolean_mask(pooled, features[rating_windows.VALID])
+    queries = self.query_tower({**features, POOLED_HISTORY: pooled}, training=training)
+    candidates = self.candidate_tower(features, training=training)
+    movie_ids = _flat(features[CANDIDATE_ID_FEATURE])
+    probabilities = (None if self.movie_probabilities is None
+                     else tf.gather(self.movie_probabilities, movie_ids))
+    return self._softmax_loss(queries, candidates, movie_ids, probabilities,
+                              features[rating_windows.WINDOW_OF])
+
+  def _softmax_loss(self, queries, candidates, candidate_ids, probabilities, groups=None):
+    """tfrs.tasks.Retrieval's loss (tests/test_rating_windows.py checks it against it):
+    summed softmax cross-entropy of query i over all candidates, candidate i its positive,
+    with the temperature, log-q correction and accidental hits (the positive movie again
+    elsewhere in the batch) removed; with `groups` (one per query, candidates = queries),
+    also the candidates of the query's own group."""
+    logits = tf.matmul(queries, candidates, transpose_b=True) / self.temperature
+    if probabilities is not None:  # tfrs' SamplingProbablityCorrection
+      logits -= tf.math.log(tf.clip_by_value(probabilities, 1e-6, 1.0))[None, :]
+    n = tf.shape(queries)[0]
+    positive = tf.one_hot(tf.range(n), tf.shape(candidates)[0], on_value=True,
+                          off_value=False, dtype=tf.bool)
+    excluded = tf.zeros_like(positive)
     if self.remove_accidental_hits:
-      extra["candidate_ids"] = candidate_ids
-    return self.task(self.query_tower(self.with_history(features), training=training),
-                     candidates, compute_metrics=False, compute_batch_metrics=False, **extra)
+      excluded |= candidate_ids[:n, None] == candidate_ids[None, :]
+    if groups is not None:
+      excluded |= groups[:, None] == groups[None, :]
+    logits = tf.where(excluded & ~positive, _MIN_LOGIT, logits)
+    return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.range(n), logits=logits))
 
   def with_history(self, features):
     """`features` plus each example's causal history (ratings strictly before its time)."""

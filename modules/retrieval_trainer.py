@@ -10,11 +10,13 @@ import json
 import os
 import time
 
+from absl import logging
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from modules import movie_table
 from modules import ranking_holdout
+from modules import rating_windows
 from modules import retrieval_export
 from modules import retrieval_model
 from modules import training_progress
@@ -26,7 +28,8 @@ from modules.hparams import RetrievalHParams, overrides_from
 HPARAMS_KEY = "retrieval"
 ID_COLUMNS = (retrieval_model.QUERY_ID_FEATURE, retrieval_model.CANDIDATE_ID_FEATURE,
               retrieval_model.QUERY_SECONDS_FEATURE)
-TRAINING_FILE = "training.json"  # wall time, examples/s, losses; next to the SavedModels
+TRAINING_FILE = "training.json"
+WINDOWS, EXAMPLES = "user windows", "examples"  # how training batches are fed  # wall time, examples/s, losses; next to the SavedModels
 
 
 def _towers(model) -> dict:
@@ -39,6 +42,29 @@ def history_table(ids, sizes) -> user_history.HistoryTable:
   return user_history.HistoryTable(*user_history.build_table(
       ids[retrieval_model.QUERY_ID_FEATURE], ids[retrieval_model.CANDIDATE_ID_FEATURE],
       ids[retrieval_model.QUERY_SECONDS_FEATURE], sizes[retrieval_model.QUERY_ID_FEATURE]))
+
+
+def feeding_route(hparams: RetrievalHParams) -> str:
+  """WINDOWS (each user's ratings in windows, modules/rating_windows.py) unless turned
+  off or the sequence encoder is on (it reads a gathered history per rating)."""
+  if not (hparams.window_length and hparams.use_history):
+    return EXAMPLES
+  if hparams.sequence_length or hparams.catalogue_negatives:
+    logging.info("RetrievalTrainer: training from examples, not user windows (the "
+                 "sequence encoder and catalogue negatives need a batch of examples)")
+    return EXAMPLES
+  return WINDOWS
+
+
+def window_batches(train_files, spec, hparams: RetrievalHParams, movies,
+                   cutoffs) -> rating_windows.WindowBatches:
+  windows = rating_windows.load(
+      train_files, spec, retrieval_model.QUERY_ID_FEATURE,
+      retrieval_model.CANDIDATE_ID_FEATURE, retrieval_model.QUERY_SECONDS_FEATURE,
+      hparams.history_max, hparams.window_length,
+      cutoffs if hparams.holdout_per_user else None)
+  return rating_windows.WindowBatches(windows, movies, retrieval_model.CANDIDATE_ID_FEATURE,
+                                      retrieval_model.QUERY_SECONDS_FEATURE)
 
 
 def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_dir=None,
@@ -56,7 +82,7 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
       movie_ids, sizes[retrieval_model.CANDIDATE_ID_FEATURE])
   history = history_table(ids, sizes) if hparams.use_history else None
   movies = None
-  if hparams.catalogue_negatives:
+  if hparams.catalogue_negatives or feeding_route(hparams) == WINDOWS:
     movies = movie_table.MovieTable(movie_table.collect(
         train_files, spec, retrieval_model.CANDIDATE_ID_FEATURE,
         retrieval_model.CANDIDATE_BAGS + retrieval_model.CANDIDATE_NUMERIC),
@@ -70,10 +96,15 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
   keep = (transformed_data.before_cutoffs(cutoffs, retrieval_model.QUERY_ID_FEATURE,
                                           retrieval_model.QUERY_SECONDS_FEATURE)
           if hparams.holdout_per_user else None)
-  train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
-                                      seed=hparams.seed, keep=keep)
   trained_on = int((ids[retrieval_model.QUERY_SECONDS_FEATURE] <
                     cutoffs[ids[retrieval_model.QUERY_ID_FEATURE]]).sum())
+  feeding = feeding_route(hparams)
+  if feeding == WINDOWS:
+    train_ds = window_batches(train_files, spec, hparams, movies, cutoffs).dataset(
+        hparams.batch_size, hparams.seed)
+  else:
+    train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
+                                        seed=hparams.seed, keep=keep)
   eval_ds = transformed_data.dataset(eval_files, spec, hparams.batch_size)
   warm = None
   if base_model:
@@ -89,6 +120,7 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
   seconds = time.monotonic() - started
   summary = {
       "train_examples": trained_on,
+      "feeding": feeding,
       "held_out_for_ranking": int(len(movie_ids)) - trained_on,
       "epochs": hparams.epochs,
       "train_seconds": round(seconds, 2),
