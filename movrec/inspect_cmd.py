@@ -83,12 +83,15 @@ def cmd_metrics(args) -> int:
                             r.get("ranking") or {}, r.get("pushed") or {})
     verdict = lambda d: "" if not d else ("yes" if d.get("blessed") else "NO")
     popularity = ret.get("popularity") or {}
+    training = r.get("training") or {}
     return {"run_id": r["run_id"], "hr@10": ret.get("hr_at_10"),
             "ndcg@10": ret.get("ndcg_at_10"), "hr@100": ret.get("hr_at_100"),
             "pop_hr@10": popularity.get("hr_at_10"), "pop_ndcg@10": popularity.get("ndcg_at_10"),
             "retr_blessed": verdict(ret), "index_recall": idx.get("recall_at_10"),
             "index_blessed": verdict(idx), "rmse": rank.get("rmse"),
             "rank_blessed": verdict(rank),
+            "retr_ratings/s": training.get("retrieval", {}).get("examples_per_second"),
+            "rank_ratings/s": training.get("ranking", {}).get("examples_per_second"),
             "pushed": push.get("version") if push.get("pushed") else ("no" if push else "")}
   return _emit(args, rows, lambda: plain_table([flat(r) for r in rows], list(flat(rows[0]))))
 

@@ -68,6 +68,11 @@ def summary_lines(result, config, seconds: float) -> List[str]:
     k = stages["ranking"]
     lines.append(f"  ranking     eval RMSE {k['rmse']:.4f}, MAE {k['mae']:.4f} "
                  f"({k['example_count']:,.0f} ratings): {_verdict(k)}")
+  for stage, t in stages.get("training", {}).items():
+    feeding = f", {t['feeding']}" if t.get("feeding") else ""
+    lines.append(f"  training    {stage}: {t['train_examples']:,} ratings, {t['epochs']} epochs "
+                 f"in {t['train_seconds']:.0f} s: {t['examples_per_second']:,.0f} ratings/s"
+                 f"{feeding}")
   if "pushed" in stages:
     pushed = stages["pushed"]
     lines.append(f"  pushed      {pushed['destination']}" if pushed["pushed"] else

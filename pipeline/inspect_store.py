@@ -163,6 +163,24 @@ def _blessing(run, node) -> Dict:
   return {"blessed": bool(props.get("blessed")), "reasons": props.get("reasons")}
 
 
+TRAINERS = {"retrieval": "RetrievalTrainer", "ranking": "RankingTrainer"}
+
+
+def _training(run, node) -> Optional[Dict]:
+  """What a Trainer wrote beside its SavedModels (training.json): ratings, epochs,
+  seconds, ratings per second (counting every epoch and ensemble member)."""
+  import json  # pylint: disable=g-import-not-at-top
+  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(path_utils.serving_model_dir(run.output(node, "model").uri),
+                           "training.json")) as f:
+      summary = json.load(f)
+  except (KeyError, OSError, ValueError):
+    return None
+  return {k: summary.get(k) for k in ("train_examples", "epochs", "train_seconds",
+                                      "examples_per_second", "feeding")}
+
+
 def run_metrics(run: run_summary.PipelineRun) -> Dict:
   """One run's retrieval, index and ranking metrics with blessing decisions (and their
   reasons), and the push; a stage the run did not reach is absent."""
@@ -191,6 +209,9 @@ def run_metrics(run: run_summary.PipelineRun) -> Dict:
                       "model_id": run.output("RankingTrainer", "model").id}
   except (KeyError, OSError):
     pass
+  training = {stage: _training(run, node) for stage, node in TRAINERS.items()}
+  if any(training.values()):
+    row["training"] = {stage: t for stage, t in training.items() if t}
   pushed = _output_props(run, "BundlePusher", "pushed_model")
   if pushed is not None:
     row["pushed"] = {"pushed": bool(pushed.get(contract.PUSHED)),

@@ -20,6 +20,7 @@ class ComponentRun:
   state: str  # COMPLETE (executed), CACHED, FAILED, RUNNING, ...
   seconds: float
   outputs: Dict[str, List[metadata_store_pb2.Artifact]]
+  started_ms: int = 0  # when the execution was created (unix milliseconds)
 
 
 @dataclasses.dataclass
@@ -94,7 +95,8 @@ def pipeline_runs(store: mlmd.MetadataStore, pipeline_name: str) -> List[Pipelin
       seconds = (execution.last_update_time_since_epoch -
                  execution.create_time_since_epoch) / 1000.0
       components.append(ComponentRun(node_id, _STATE_NAMES[execution.last_known_state],
-                                     seconds, _outputs(store, execution.id)))
+                                     seconds, _outputs(store, execution.id),
+                                     execution.create_time_since_epoch))
     if components:
       runs.append(PipelineRun(context.name, context.create_time_since_epoch, components))
   return runs
