@@ -36,6 +36,7 @@ setup(
     package_data={"schemas": ["*/schema.pbtxt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
+    # psutil: bench/scale.py samples the run's process tree (also a TensorFlow Datasets dependency).
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "psutil==7.2.2"]},
     entry_points={"console_scripts": ["movrec=movrec.main:main"]},
 )
