@@ -129,7 +129,7 @@ class RankingHParams(_FromDict):
   deep_layers: Tuple[int, ...] = (256, 128)
   dropout: float = 0.3
   l2: float = 5e-4  # on embeddings and kernels (Keras: the whole table, every step)
-  ensemble_size: int = 3  # networks trained apart (seeds differ), predictions averaged
+  ensemble_size: int = 3  # networks, seeds differ, each on its own loss (trained in one pass), averaged
   epochs: int = 9
   batch_size: int = 1024
   optimizer: str = "adam"

@@ -149,6 +149,49 @@ def ensemble(models: Sequence["RankingModel"], hparams: RankingHParams) -> "Rank
                                     models[0].num_genres), hparams)
 
 
+class JointMembers(tf.keras.Model):
+  """Training-time wrapper: every member's prediction side by side ([n, members]), so
+  that one pass over the data trains all of them. The loss is the sum of the members'
+  MSEs, so each member gets exactly the gradient it would get trained alone (and its own
+  L2 penalty once); they differ only by their seeds, as before."""
+
+  def __init__(self, members: Sequence["RankingModel"], **kwargs):
+    super().__init__(**kwargs)
+    self.members = list(members)
+
+  @tf.autograph.experimental.do_not_convert  # as retrieval_model.Tower.call
+  def call(self, transformed, training=False):
+    return tf.concat([m(transformed, training=training) for m in self.members], axis=1)
+
+
+def _summed_squared_errors(labels, predictions):
+  """Per example, Σ over members of the squared error (Keras averages it over a batch)."""
+  return tf.reduce_sum(tf.square(predictions - tf.reshape(labels, [-1, 1])), axis=1)
+
+
+class _MemberRMSE(tf.keras.metrics.RootMeanSquaredError):
+  """RMSE of one member's column, or (member None) of the members' mean: the ensemble."""
+
+  def __init__(self, member=None, **kwargs):
+    super().__init__(name="rmse" if member is None else f"rmse_{member}", **kwargs)
+    self.member = member
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    column = (tf.reduce_mean(y_pred, axis=1, keepdims=True) if self.member is None
+              else y_pred[:, self.member:self.member + 1])
+    return super().update_state(y_true, column, sample_weight)
+
+
+def jointly(members: Sequence["RankingModel"], hparams: RankingHParams) -> JointMembers:
+  """The members as one compiled model to fit; metrics: the ensemble's RMSE and each
+  member's (rmse_0, rmse_1, ...)."""
+  joint = JointMembers(members)
+  joint.compile(optimizer=make_optimizer(hparams.optimizer, hparams.learning_rate),
+                loss=_summed_squared_errors,
+                metrics=[_MemberRMSE()] + [_MemberRMSE(i) for i in range(len(members))])
+  return joint
+
+
 def compile_model(model: "RankingModel", hparams: RankingHParams) -> "RankingModel":
   model.compile(optimizer=make_optimizer(hparams.optimizer, hparams.learning_rate),
                 loss=tf.keras.losses.MeanSquaredError(),

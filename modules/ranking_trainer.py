@@ -43,39 +43,43 @@ def _cores(model) -> dict:
 
 def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=None,
           base_model: str = None):
-  """Trains the ensemble's members one by one, each from the same member of `base_model`
-  (the serving dir of an earlier run) when given; returns (model, summary dict)."""
+  """Trains the ensemble's members together, one pass over the data for all of them
+  (ranking_model.jointly), each from the same member of `base_model` (the serving dir of
+  an earlier run) when given; returns (model, summary dict)."""
   spec = tft_output.transformed_feature_spec()
   sizes = transformed_data.categorical_sizes(tft_output)
   labels = transformed_data.columns(train_files, spec, [F.LABEL])[F.LABEL]
   train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
                                       seed=hparams.seed, label_key=F.LABEL)
   eval_ds = transformed_data.dataset(eval_files, spec, 4096, label_key=F.LABEL)
+  sample = transformed_data.sample_batch(train_files, spec)
   started = time.monotonic()
-  members, histories, warm = [], [], []
+  members, warm = [], []
   for i in range(hparams.ensemble_size):  # independent members, different seeds
-    member_hparams = dataclasses.replace(hparams, seed=hparams.seed + i)
-    member = ranking_model.build(sizes, list(spec), member_hparams, float(labels.mean()))
+    member = ranking_model.build(sizes, list(spec), dataclasses.replace(
+        hparams, seed=hparams.seed + i), float(labels.mean()))
+    member(sample)  # creates its variables now, under its own seed
     if base_model:
-      member(transformed_data.sample_batch(train_files, spec))  # creates the variables
       warm.append(warm_start.restore(base_model, {f"member_{i}": member.core}, tft_output))
-    callbacks = [training_progress.epoch_callback("RankingTrainer", hparams.epochs, len(labels),
-                                                  i + 1, hparams.ensemble_size)]
-    if log_dir:
-      callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, f"member_{i}")))
-    histories.append(member.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
-                                callbacks=callbacks, verbose=0).history)
     members.append(member)
+  joint = ranking_model.jointly(members, hparams)
+  callbacks = [training_progress.epoch_callback("RankingTrainer", hparams.epochs, len(labels))]
+  if log_dir:
+    callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir))
+  history = joint.fit(train_ds, validation_data=eval_ds, epochs=hparams.epochs,
+                      callbacks=callbacks, verbose=0).history
   model = ranking_model.ensemble(members, hparams)
   eval_rmse = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["rmse"])
   seconds = time.monotonic() - started
   summary = {
       "train_examples": int(len(labels)), "epochs": hparams.epochs,
       "train_seconds": round(seconds, 2),
-      "examples_per_second": round(len(labels) * hparams.epochs * hparams.ensemble_size / seconds, 1),
-      "train_rmse": float(histories[-1]["rmse"][-1]),
+      # Ratings a second through the whole ensemble (each rating trains every member).
+      "examples_per_second": round(len(labels) * hparams.epochs / seconds, 1),
+      "train_rmse": float(history["rmse"][-1]),
       "eval_rmse": eval_rmse,  # of the whole ensemble
-      "member_eval_rmse_by_epoch": [[float(v) for v in h["val_rmse"]] for h in histories],
+      "member_eval_rmse_by_epoch": [[float(v) for v in history[f"val_rmse_{i}"]]
+                                    for i in range(len(members))],
       "hparams": hparams.to_dict(),
       "warm_start": {"base_model": base_model, "members": warm} if base_model else None,
   }
