@@ -2,11 +2,13 @@
 
 Takes the real movie embeddings of a pushed bundle (run bench.retrieval_quality or
 `movrec run` first), adds `--copies` randomly scaled copies of each (1,682 × 1,001 ≈ 1.68M
-for ml-100k), and measures, on real user query embeddings and in the same process:
-exact brute force (numpy matmul + partial sort) against the ScaNN index the IndexBuilder
-would configure for that size: recall@10, queries per second, build time and memory.
+for ml-100k) by both of the tutorial's constructions (one factor per vector, one per
+element), and measures on real user query embeddings, in one process: recall@10 of a ScaNN
+tree-AH index against exact search, and one query at a time against numpy brute force
+(matmul + partial sort). Without `--sweep` it measures the configuration the IndexBuilder
+would choose for that size; with it, every configuration in SWEEP. Prints a markdown table.
 
-  .venv/bin/python -m bench.index_scale [--serving-dir DIR] [--copies 1000]
+  .venv/bin/python -m bench.index_scale [--serving-dir DIR] [--copies 1000] [--sweep]
 """
 
 import argparse
@@ -23,12 +25,45 @@ from bench import pipeline_run
 from bundle import scann_index
 
 
-def rss_mb() -> float:
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith("VmRSS:"):
-        return int(line.split()[1]) / 1024
-  return float("nan")
+CONSTRUCTIONS = ("per-vector", "per-element")
+# (leaves per √N, share of leaves searched, candidates re-scored) tried by --sweep: a
+# first pass over 1-2 √N leaves, 3-20 % searched and 250-500 re-scored found recall@10
+# below 0.99 everywhere (re-scoring bound it), so this grid re-scores more.
+SWEEP = [(lps, frac, reorder) for lps in (1.5, 2.0)
+         for frac in (0.03, 0.05) for reorder in (1000, 2000)]
+
+
+def scaled_copies(movies: np.ndarray, copies: int, construction: str,
+                  rng: np.random.Generator) -> np.ndarray:
+  """The real embeddings plus `copies` random rescalings of each, as in the TFRS
+  efficient-serving tutorial: one factor per vector ("per-vector") or one per element
+  ("per-element", `embedding * tf.random.uniform(tf.shape(embedding))`)."""
+  shape = (copies, len(movies), 1 if construction == "per-vector" else movies.shape[1])
+  scales = rng.uniform(0.0, 1.0, size=shape).astype(np.float32)
+  return np.concatenate([movies[None], movies[None] * scales]).reshape(-1, movies.shape[1])
+
+
+def brute_force_single_ms(candidates: np.ndarray, queries: np.ndarray) -> float:
+  """One query at a time, numpy matmul + partial sort: the baseline speed-ups are against."""
+  started = time.perf_counter()
+  for q in queries:
+    scores = candidates @ q
+    np.argpartition(-scores, 9)[:10]
+  return 1000 * (time.perf_counter() - started) / len(queries)
+
+
+def run_config(candidates, queries, exact, brute_ms, config) -> dict:
+  started = time.perf_counter()
+  searcher = scann_index.build(candidates, config)
+  build_seconds = time.perf_counter() - started
+  found, _ = searcher.search_batched(queries, final_num_neighbors=10)
+  single = queries[:200]
+  started = time.perf_counter()
+  for q in single:
+    searcher.search(q, final_num_neighbors=10)
+  single_ms = 1000 * (time.perf_counter() - started) / len(single)
+  return {"recall": scann_index.recall_against_exact(np.asarray(found), exact),
+          "single_ms": single_ms, "speedup": brute_ms / single_ms, "build": build_seconds}
 
 
 def main(argv=None) -> int:
@@ -37,9 +72,14 @@ def main(argv=None) -> int:
   parser.add_argument("--serving-dir", default=pipeline_run.DEFAULT_SERVING_DIR)
   parser.add_argument("--copies", type=int, default=1000)
   parser.add_argument("--queries", type=int, default=1000)
+  parser.add_argument("--construction", choices=CONSTRUCTIONS + ("both",), default="both")
+  parser.add_argument("--leaves-per-sqrt", type=float,
+                      default=scann_index.DEFAULT_LEAVES_PER_SQRT)
   parser.add_argument("--search-fraction", type=float,
                       default=scann_index.DEFAULT_SEARCH_FRACTION)
   parser.add_argument("--reorder", type=int, default=scann_index.DEFAULT_REORDER)
+  parser.add_argument("--sweep", action="store_true",
+                      help="try every configuration in SWEEP instead of the one given")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
 
@@ -51,38 +91,30 @@ def main(argv=None) -> int:
   users = [users[i] for i in rng.choice(len(users), min(args.queries, len(users)), replace=False)]
   queries = np.stack([retriever.embed_inputs(retriever.query_inputs(u))
                       for u in users]).astype(np.float32)
+  settings = SWEEP if args.sweep else [(args.leaves_per_sqrt, args.search_fraction,
+                                        args.reorder)]
+  constructions = CONSTRUCTIONS if args.construction == "both" else (args.construction,)
 
-  scales = rng.uniform(0.0, 1.0, size=(args.copies, len(movies), 1)).astype(np.float32)
-  candidates = np.concatenate([movies[None], movies[None] * scales]).reshape(-1, movies.shape[1])
-  print(f"bundle {retriever.version}: {len(movies):,} movie embeddings (dim {movies.shape[1]}) "
-        f"+ {args.copies:,} scaled copies each = {len(candidates):,} candidates; "
-        f"{len(queries):,} real user queries\n")
-
-  config = scann_index.IndexConfig.for_size(len(candidates),
-                                            search_fraction=args.search_fraction,
-                                            reorder=args.reorder, num_neighbors=10)
-  before = rss_mb()
-  started = time.perf_counter()
-  searcher = scann_index.build(candidates, config)
-  build_seconds = time.perf_counter() - started
-  index_mb = rss_mb() - before
-  m = scann_index.measure(searcher, candidates, queries, k=10)
-
-  brute_single = queries[:100]
-  started = time.perf_counter()
-  for q in brute_single:
-    scores = candidates @ q
-    np.argpartition(-scores, 9)[:10]
-  brute_single_ms = 1000 * (time.perf_counter() - started) / len(brute_single)
-
-  print(f"ScaNN config     {config}")
-  print(f"build            {build_seconds:.1f} s, +{index_mb:,.0f} MB resident "
-        f"(candidates themselves: {candidates.nbytes / 2**20:,.0f} MB)")
-  print(f"recall@10        {m['recall_at_10']:.4f} against exact search (same queries)")
-  print(f"batched          ScaNN {m['queries_per_second']:,.0f} q/s vs brute force "
-        f"{m['brute_force_queries_per_second']:,.0f} q/s: {m['speedup_vs_brute_force']:.1f}x")
-  print(f"single query     ScaNN {m['single_query_ms']:.3f} ms vs brute force "
-        f"{brute_single_ms:.3f} ms: {brute_single_ms / m['single_query_ms']:.1f}x")
+  print(f"bundle {retriever.version}: {len(movies):,} movie embeddings (dim "
+        f"{movies.shape[1]}) + {args.copies:,} scaled copies each; {len(queries):,} real "
+        "user queries; speed-up = brute force one query at a time / ScaNN one query at a "
+        "time\n")
+  print("| construction | leaves | searched | re-scored | recall@10 | ScaNN ms/query "
+        "| speed-up | build s |")
+  print("|---|---|---|---|---|---|---|---|")
+  for construction in constructions:
+    candidates = scaled_copies(movies, args.copies, construction, rng)
+    exact = scann_index.exact_top_k(queries, candidates, 10)
+    brute_ms = brute_force_single_ms(candidates, queries[:100])
+    for leaves_per_sqrt, fraction, reorder in settings:
+      config = scann_index.IndexConfig.for_size(
+          len(candidates), search_fraction=fraction, reorder=reorder, num_neighbors=10,
+          leaves_per_sqrt=leaves_per_sqrt)
+      r = run_config(candidates, queries, exact, brute_ms, config)
+      print(f"| {construction} ({len(candidates):,}; brute force {brute_ms:.1f} ms) "
+            f"| {config.num_leaves:,} | {config.num_leaves_to_search:,} | {config.reorder:,} "
+            f"| {r['recall']:.4f} | {r['single_ms']:.3f} | {r['speedup']:.0f}x "
+            f"| {r['build']:.1f} |", flush=True)
   return 0
 
 
