@@ -1,19 +1,21 @@
 """MovieLensExampleGen executor: GroupLens files -> ratings and catalogue tf.Examples.
 
 Movies and users are small and are read (and validated) in the executor; ratings stream
-through Apache Beam, one reader per ratings file, so that every bad row is reported with
-its file and line. Ratings are joined with their movie and user, split train/eval, and
-written as gzipped TFRecords in TFX's usual `Split-<name>/` folders.
+through Apache Beam in batches, one reader per ratings file, so that every bad row is
+reported with its file and line. Ratings are joined with their movie and user (encoding.py),
+split train/eval, and written as gzipped TFRecords in TFX's usual `Split-<name>/` folders.
 """
 
+import heapq
+import itertools
 import json
 import logging
 import os
-from typing import Any, Dict, Iterator, List, Optional
+import pickle
+from typing import Any, Dict, Iterator, List
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-import tensorflow as tf
 from tfx import types
 from tfx.components.example_gen import write_split
 from tfx.components.util import examples_utils
@@ -22,6 +24,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import proto_utils
 
+from components.movielens_example_gen import encoding
 from components.movielens_example_gen import layouts
 from components.movielens_example_gen import splits
 from modules import features as F
@@ -44,58 +47,47 @@ def data_dir_from(exec_properties: Dict[str, Any]) -> str:
   return os.path.dirname(os.path.join(exec_properties["input_base"], pattern))
 
 
-def _bytes(values) -> tf.train.Feature:
-  return tf.train.Feature(bytes_list=tf.train.BytesList(
-      value=[v.encode("utf-8") for v in values]))
+# Ratings move through Beam in batches of this many: Beam's cost per element (a few
+# microseconds per transform in the DirectRunner) was most of this component's time.
+RATINGS_PER_BATCH = 10_000
 
 
-def _ints(values) -> tf.train.Feature:
-  return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+class _RatingBatch(list):
+  """A batch of layouts.Rating. Not a plain list, so that Beam's coder pickles a batch in
+  one call instead of encoding a list element by element (a pickle per rating)."""
 
 
-def _floats(values) -> tf.train.Feature:
-  return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
+class _WithCatalogue(beam.DoFn):
+  """A DoFn that needs the movies and users: they travel to the workers as one pickle
+  (Beam serializes DoFns with dill's pure-Python pickler, which took seconds over tens
+  of thousands of users)."""
+
+  def __init__(self, movies, users):
+    super().__init__()
+    self._catalogue = pickle.dumps((movies, users), protocol=pickle.HIGHEST_PROTOCOL)
+    self._movies = self._users = None
+
+  def setup(self):
+    self._movies, self._users = pickle.loads(self._catalogue)
 
 
-def movie_features(movie: layouts.Movie) -> Dict[str, tf.train.Feature]:
-  feats = {
-      F.MOVIE_ID: _bytes([movie.movie_id]),
-      F.MOVIE_TITLE: _bytes([movie.title]),
-      F.MOVIE_GENRES: _bytes(movie.genres),
-  }
-  if movie.release_year is not None:
-    feats[F.MOVIE_RELEASE_YEAR] = _ints([movie.release_year])
-  return feats
-
-
-def rating_example(rating: layouts.Rating, movie: layouts.Movie,
-                   user: Optional[layouts.User]) -> tf.train.Example:
-  feats = movie_features(movie)
-  feats[F.USER_ID] = _bytes([rating.user_id])
-  feats[F.USER_RATING] = _floats([rating.rating])
-  feats[F.TIMESTAMP] = _ints([rating.timestamp])
-  if user is not None:
-    feats[F.USER_AGE] = _ints([user.age])
-    feats[F.USER_GENDER] = _bytes([user.gender])
-    feats[F.USER_OCCUPATION] = _bytes([user.occupation])
-    feats[F.USER_ZIP_CODE] = _bytes([user.zip_code])
-  return tf.train.Example(features=tf.train.Features(feature=feats))
-
-
-class _ReadRatings(beam.DoFn):
-  """Streams one ratings file; raises on a bad row, or skips and counts it."""
+class _ReadRatings(_WithCatalogue):
+  """Streams one ratings file in batches; raises on a bad row, or skips and counts it."""
 
   def __init__(self, layout_name: str, movies, users, skip_bad_rows: bool):
-    super().__init__()
+    super().__init__(movies, users)
     self._layout_name = layout_name
-    self._movies = movies
-    self._users = users
     self._skip = skip_bad_rows
 
-  def process(self, data_dir: str) -> Iterator[layouts.Rating]:
+  def process(self, data_dir: str) -> Iterator[_RatingBatch]:
     bad_rows = layouts.BadRows(skip=self._skip)
-    yield from layouts.read_ratings(layouts.LAYOUTS[self._layout_name], data_dir,
-                                    self._movies, self._users, bad_rows)
+    ratings = layouts.read_ratings(layouts.LAYOUTS[self._layout_name], data_dir,
+                                   self._movies, self._users, bad_rows)
+    while True:
+      batch = _RatingBatch(itertools.islice(ratings, RATINGS_PER_BATCH))
+      if not batch:
+        break
+      yield batch
     for (file_name, reason), count in bad_rows.skipped.items():
       beam.metrics.Metrics.counter(
           _METRICS_NAMESPACE, f"{_SKIPPED_PREFIX}{file_name}:{reason}").inc(count)
@@ -103,25 +95,75 @@ class _ReadRatings(beam.DoFn):
       logging.warning("MovieLensExampleGen: %s", bad_rows.summary())
 
 
-class _ToExample(beam.DoFn):
-  """Joins a rating with its movie and user, counting examples per split."""
+class _NewestPerUser(beam.CombineFn):
+  """Each user's `n` largest splits.rating_order keys, largest first, over all batches
+  (a dict the size of the users, not of the ratings)."""
 
-  def __init__(self, movies, users):
+  def __init__(self, n: int):
     super().__init__()
-    self._movies = movies
-    self._users = users
+    self._n = n
 
-  def process(self, rating: layouts.Rating) -> Iterator[tf.train.Example]:
-    yield rating_example(rating, self._movies[rating.movie_id],
-                         self._users.get(rating.user_id))
+  def create_accumulator(self) -> Dict[str, list]:
+    return {}
+
+  def _push(self, heap: list, key) -> None:
+    if len(heap) < self._n:
+      heapq.heappush(heap, key)
+    elif key > heap[0]:
+      heapq.heapreplace(heap, key)
+
+  def add_input(self, newest, batch):
+    for rating in batch:
+      self._push(newest.setdefault(rating.user_id, []), splits.rating_order(rating))
+    return newest
+
+  def merge_accumulators(self, accumulators):
+    accumulators = iter(accumulators)
+    merged = next(accumulators)
+    for newest in accumulators:
+      for user_id, keys in newest.items():
+        heap = merged.setdefault(user_id, [])
+        for key in keys:
+          self._push(heap, key)
+    return merged
+
+  def extract_output(self, newest) -> Dict[str, list]:
+    return {user_id: sorted(keys, reverse=True) for user_id, keys in newest.items()}
 
 
-def _temporal_cutoff(ratings: beam.PCollection, train_fraction: float) -> beam.pvalue.AsSingleton:
+class _SplitAndEncode(_WithCatalogue):
+  """Serializes each rating of a batch (joined with its movie and user) to the train or
+  the eval output, by `is_eval(rating, *side_inputs)`, counting examples per split."""
+
+  def __init__(self, movies, users, is_eval):
+    super().__init__(movies, users)
+    self._is_eval = is_eval
+    self._encoder = None
+
+  def setup(self):
+    super().setup()
+    self._encoder = encoding.ExampleEncoder(self._movies, self._users)
+
+  def process(self, batch, *side_inputs):
+    n_eval = 0
+    for rating in batch:
+      example = self._encoder.encode(rating)
+      if self._is_eval(rating, *side_inputs):
+        n_eval += 1
+        yield beam.pvalue.TaggedOutput(F.EVAL_SPLIT, example)
+      else:
+        yield example
+    counter = beam.metrics.Metrics.counter
+    counter(_METRICS_NAMESPACE, f"examples:{F.TRAIN_SPLIT}").inc(len(batch) - n_eval)
+    counter(_METRICS_NAMESPACE, f"examples:{F.EVAL_SPLIT}").inc(n_eval)
+
+
+def _temporal_cutoff(batches: beam.PCollection, train_fraction: float) -> beam.pvalue.AsSingleton:
   """The timestamp below which `train_fraction` of the ratings fall (global quantile)."""
   return beam.pvalue.AsSingleton(
-      ratings
-      | "Timestamps" >> beam.Map(lambda r: r.timestamp)
-      | "Quantiles" >> beam.ApproximateQuantiles.Globally(101)
+      batches
+      | "Timestamps" >> beam.Map(lambda batch: [r.timestamp for r in batch])
+      | "Quantiles" >> beam.ApproximateQuantiles.Globally(101, input_batched=True)
       # No ratings: no quantiles; the empty splits are reported by Executor._record.
       | "Cutoff" >> beam.Map(lambda q: q[round(train_fraction * 100)] if q else 0))
 
@@ -162,41 +204,35 @@ class Executor(base_beam_executor.BaseBeamExecutor):
           artifact_utils.get_split_uri([artifact], split), file_format, exec_properties)
 
     pipeline = self._make_beam_pipeline()
-    ratings = (pipeline
+    batches = (pipeline
                | "DataDir" >> beam.Create([data_dir])
                | "ReadRatings" >> beam.ParDo(_ReadRatings(layout.name, movies, users, skip))
                | "Reshuffle" >> beam.Reshuffle())
     if split_method == SPLIT_LAST:
-      # Each user's eval_per_user + 1 newest ratings (a combiner: no per-user grouping of
-      # every rating), then a partition of the ratings against them as a side input.
-      newest = beam.pvalue.AsDict(
-          ratings
-          | "OrderKeys" >> beam.Map(lambda r: (r.user_id, splits.rating_order(r)))
-          | "NewestPerUser" >> beam.combiners.Top.LargestPerKey(eval_per_user + 1))
-      train, eval_ = ratings | "Split" >> beam.Partition(
-          lambda r, n, newest: int(splits.last_is_eval(r, newest[r.user_id], eval_per_user)),
-          2, newest)
+      # Each user's eval_per_user + 1 newest ratings, then every rating against its user's.
+      side = [beam.pvalue.AsSingleton(
+          batches | "NewestPerUser" >> beam.CombineGlobally(_NewestPerUser(eval_per_user + 1)))]
+      is_eval = lambda r, newest: splits.last_is_eval(r, newest[r.user_id], eval_per_user)
     elif split_method == SPLIT_RANDOM:
-      train, eval_ = ratings | "Split" >> beam.Partition(
-          lambda r, n: 0 if splits.random_split_is_train(r, seed, train_fraction) else 1, 2)
+      side = []
+      is_eval = lambda r: not splits.random_split_is_train(r, seed, train_fraction)
     else:
       cutoff_side = (beam.pvalue.AsSingleton(pipeline | "GivenCutoff" >> beam.Create([cutoff]))
-                     if cutoff else _temporal_cutoff(ratings, train_fraction))
-      train, eval_ = ratings | "Split" >> beam.Partition(
-          lambda r, n, c: 0 if r.timestamp < c else 1, 2, cutoff_side)
+                     if cutoff else _temporal_cutoff(batches, train_fraction))
+      side = [cutoff_side]
+      is_eval = lambda r, c: r.timestamp >= c
       if not cutoff:  # record the derived cutoff for the artifact's properties
         _ = cutoff_side.pvalue | "RecordCutoff" >> beam.Map(
             lambda c: beam.metrics.Metrics.distribution(
                 _METRICS_NAMESPACE, "temporal_cutoff").update(c))
-    for split, pcoll in ((F.TRAIN_SPLIT, train), (F.EVAL_SPLIT, eval_)):
-      counted = pcoll | f"Count[{split}]" >> beam.Map(_count, f"examples:{split}")
-      write(counted | f"ToExample[{split}]" >> beam.ParDo(_ToExample(movies, users)),
-            examples, split, split)
+    rating_examples = batches | "SplitAndEncode" >> beam.ParDo(
+        _SplitAndEncode(movies, users, is_eval), *side).with_outputs(
+            F.EVAL_SPLIT, main=F.TRAIN_SPLIT)
+    for split in (F.TRAIN_SPLIT, F.EVAL_SPLIT):
+      write(rating_examples[split], examples, split, split)
     catalogue = (pipeline
                  | "Movies" >> beam.Create(sorted(movies.values(), key=lambda m: m.movie_id))
-                 | "MovieToExample" >> beam.Map(
-                     lambda m: tf.train.Example(features=tf.train.Features(
-                         feature=movie_features(m)))))
+                 | "MovieToExample" >> beam.Map(encoding.movie_example))
     write(catalogue, candidates, F.CATALOG_SPLIT, "candidates")
 
     result = pipeline.run()
@@ -254,6 +290,3 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                  n_train, n_eval, len(movies))
 
 
-def _count(element, counter_name: str):
-  beam.metrics.Metrics.counter(_METRICS_NAMESPACE, counter_name).inc()
-  return element
