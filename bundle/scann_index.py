@@ -30,12 +30,15 @@ CANDIDATES_FILE = "candidates.jsonl"
 INFO_FILE = "index.json"
 EXACT, SCANN = "exact", "tree_ah"
 
-# Measured with bench/index_scale.py at 1.68M candidates (ml-100k embeddings + scaled
-# copies): searching 30% of √N leaves and re-scoring 1,000 gives recall@10 0.978 against
-# exact search at 71x brute force's speed; 20% / 500 gives 0.943 at 101x.
+# Chosen with bench/index_scale.py --sweep at 1.68M candidates (ml-100k embeddings + the
+# TFRS tutorial's scaled copies, per vector and per element; BENCHMARKS.md, "Index"): with
+# 500 or fewer re-scored no tree reached recall@10 0.99; a deeper tree (1.5·√N leaves)
+# searched narrowly (5%) with 1,000 re-scored reached 0.995 on both constructions at
+# 125-211x a single brute-force query, where √N leaves, 30% searched reached 0.97-0.98 at
+# 56-71x.
 DEFAULT_EXACT_BELOW = 20_000
-DEFAULT_LEAVES_PER_SQRT = 1.0
-DEFAULT_SEARCH_FRACTION = 0.3
+DEFAULT_LEAVES_PER_SQRT = 1.5
+DEFAULT_SEARCH_FRACTION = 0.05
 DEFAULT_REORDER = 1000
 
 

@@ -19,7 +19,7 @@ def test_config_scales_with_the_catalogue():
   assert scann_index.IndexConfig.for_size(1_682).mode == scann_index.EXACT
   big = scann_index.IndexConfig.for_size(1_000_000)
   assert big.mode == scann_index.SCANN
-  assert big.num_leaves == 1000 and big.num_leaves_to_search == 300
+  assert big.num_leaves == 1500 and big.num_leaves_to_search == 75
   assert big.reorder >= big.num_neighbors
 
 
