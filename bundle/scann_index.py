@@ -33,9 +33,8 @@ EXACT, SCANN = "exact", "tree_ah"
 # Chosen with bench/index_scale.py --sweep at 1.68M candidates (ml-100k embeddings + the
 # TFRS tutorial's scaled copies, per vector and per element; BENCHMARKS.md, "Index"): with
 # 500 or fewer re-scored no tree reached recall@10 0.99; a deeper tree (1.5·√N leaves)
-# searched narrowly (5%) with 1,000 re-scored reached 0.995 on both constructions at
-# 125-211x a single brute-force query, where √N leaves, 30% searched reached 0.97-0.98 at
-# 56-71x.
+# searched narrowly (5%) with 1,000 re-scored reached 0.993-0.995 on both constructions
+# at 122-125x a single brute-force query, where √N leaves, 30% searched had 59-71x.
 DEFAULT_EXACT_BELOW = 20_000
 DEFAULT_LEAVES_PER_SQRT = 1.5
 DEFAULT_SEARCH_FRACTION = 0.05

@@ -144,7 +144,12 @@ def create_pipeline(
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=user_code,
       splits_config=tfx.proto.SplitsConfig(
-          analyze=[F.TRAIN_SPLIT], transform=[F.TRAIN_SPLIT, F.EVAL_SPLIT]))
+          analyze=[F.TRAIN_SPLIT], transform=[F.TRAIN_SPLIT, F.EVAL_SPLIT]),
+      # Transform's own TFDV passes (pre-transform statistics, again; post-transform
+      # statistics and anomalies) were a quarter of its time (67 -> 51 s at 100k ratings)
+      # and nothing reads them: StatisticsGen and ExampleValidator check the raw data
+      # before the gate.
+      disable_statistics=True)
   transform.add_upstream_node(validation_gate)
 
   def trainer(node_id: str, run_fn: str, hparams_key: str, hparams: Dict, last_blessed):
