@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Union
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
 import prometheus_client
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,30 +93,7 @@ def create_app(live: LiveRecommender, token: Optional[str] = None, docs: bool = 
   metrics = ServiceMetrics(live)
   expected = f"Bearer {token}".encode() if token else None
 
-  def refuse(status: int, detail: str, request_id: str, **headers) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail},
-                        headers={"X-Request-ID": request_id, **headers})
-
-  @app.middleware("http")
-  async def guard(request: Request, call_next):
-    request_id = uuid.uuid4().hex[:16]
-    request.state.request_id = request_id
-    started = time.perf_counter()
-    path = request.url.path
-    if expected and path not in PUBLIC_PATHS and not hmac.compare_digest(
-        request.headers.get("authorization", "").encode(), expected):
-      response = refuse(401, "missing or wrong bearer token", request_id,
-                        **{"WWW-Authenticate": "Bearer"})
-    elif _body_size(request.headers.get("content-length")) > max_body_bytes or (
-        # No length declared (chunked): the body is read here to be measured.
-        request.headers.get("content-length") is None and request.method == "POST" and
-        len(await request.body()) > max_body_bytes):
-      response = refuse(413, f"request body over {max_body_bytes} bytes", request_id)
-    else:
-      response = await call_next(request)
-      response.headers["X-Request-ID"] = request_id
-    metrics.observe(path, response.status_code, time.perf_counter() - started)
-    return response
+  app.add_middleware(_Guard, metrics=metrics, expected=expected, max_body_bytes=max_body_bytes)
 
   @app.exception_handler(Exception)
   async def unexpected(request: Request, exc: Exception):  # pylint: disable=unused-argument
@@ -169,6 +147,78 @@ def create_app(live: LiveRecommender, token: Optional[str] = None, docs: bool = 
 
 def _body_size(content_length: Optional[str]) -> int:
   return int(content_length) if content_length and content_length.isdigit() else 0
+
+
+class _Guard:
+  """Every request: the bearer token, the body size limit, a request id on the response
+  (`X-Request-ID`; the app's 500 handler, outside this, sets its own) and the Prometheus
+  counts. Plain ASGI: Starlette's `@app.middleware("http")` runs each request through an
+  extra task and memory streams (BENCHMARKS.md, "Serving")."""
+
+  def __init__(self, app, metrics: ServiceMetrics, expected: Optional[bytes],
+               max_body_bytes: int):
+    self.app, self.metrics, self.expected = app, metrics, expected
+    self.max_body_bytes = max_body_bytes
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] != "http":
+      await self.app(scope, receive, send)
+      return
+    request_id = uuid.uuid4().hex[:16]
+    scope.setdefault("state", {})["request_id"] = request_id
+    started, path, status = time.perf_counter(), scope["path"], 500
+    headers = Headers(scope=scope)
+
+    async def send_with_id(message):
+      nonlocal status
+      if message["type"] == "http.response.start":
+        status = message["status"]
+        message["headers"] = [*message.get("headers", []),
+                              (b"x-request-id", request_id.encode())]
+      await send(message)
+
+    try:
+      if self.expected and path not in PUBLIC_PATHS and not hmac.compare_digest(
+          headers.get("authorization", "").encode(), self.expected):
+        await JSONResponse(status_code=401, content={"detail": "missing or wrong bearer token"},
+                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send_with_id)
+      elif _body_size(headers.get("content-length")) > self.max_body_bytes:
+        await self._too_large(scope, receive, send_with_id)
+      elif headers.get("content-length") is None and scope["method"] == "POST":
+        # No length declared (chunked): the body is read here to be measured, then replayed.
+        body = await self._read_body(receive)
+        if body is None:
+          await self._too_large(scope, receive, send_with_id)
+        else:
+          await self.app(scope, _replay(body, receive), send_with_id)
+      else:
+        await self.app(scope, receive, send_with_id)
+    finally:
+      self.metrics.observe(path, status, time.perf_counter() - started)
+
+  async def _too_large(self, scope, receive, send):
+    await JSONResponse(status_code=413, content={
+        "detail": f"request body over {self.max_body_bytes} bytes"})(scope, receive, send)
+
+  async def _read_body(self, receive) -> Optional[bytes]:
+    """The whole body, or None when it exceeds the limit."""
+    body = b""
+    while True:
+      message = await receive()
+      body += message.get("body", b"")
+      if len(body) > self.max_body_bytes:
+        return None
+      if message["type"] != "http.request" or not message.get("more_body"):
+        return body
+
+
+def _replay(body: bytes, receive):
+  """A `receive` that hands the app the body already read, then the connection's."""
+  pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+  async def replayed():
+    return pending.pop() if pending else await receive()
+  return replayed
 
 
 def check_exposure(host: str, token: Optional[str]) -> None:

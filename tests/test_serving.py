@@ -1,5 +1,6 @@
 """The two-stage recommender and its HTTP service, on a bundle a real pipeline run pushed."""
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -379,6 +380,31 @@ def test_http_refuses_bodies_over_the_limit(guarded_service):
   huge = {"user_id": "1", "rated": ["x" * 60] * 2000}  # ~130 KB
   status, _, answer = raw_call(base, "POST", "/recommend", huge, token=TOKEN)
   assert status == 413 and b"over" in answer
+
+
+def chunked_post(base, path, body: bytes):
+  """POST without a Content-Length (chunked transfer): (status, body)."""
+  host, port = base.rsplit("/", 1)[-1].split(":")
+  connection = http.client.HTTPConnection(host, int(port), timeout=10)
+  try:
+    connection.request("POST", path, body=iter([body[:100], body[100:]]), encode_chunked=True,
+                       headers={"Content-Type": "application/json",
+                                "Authorization": f"Bearer {TOKEN}"})
+    response = connection.getresponse()
+    return response.status, response.read()
+  finally:
+    connection.close()
+
+
+def test_http_measures_bodies_sent_without_a_length(guarded_service, recommender):
+  base, _ = guarded_service
+  huge = json.dumps({"user_id": "1", "rated": ["x" * 60] * 2000}).encode()
+  status, answer = chunked_post(base, "/recommend", huge)
+  assert status == 413 and b"over" in answer
+  user = next(iter(recommender.retriever.users))
+  status, answer = chunked_post(base, "/recommend",
+                                json.dumps({"user_id": user, "k": 3}).encode().ljust(300))
+  assert status == 200 and len(json.loads(answer)["items"]) == 3  # the body reached the app
 
 
 def test_http_metrics_count_requests_and_show_the_bundle(guarded_service, recommender):
