@@ -10,7 +10,7 @@
    versions served, and the server's resident memory at the start and the end.
 
   .venv/bin/python -m bench.serving_latency [--serving-dir DIR] [--seconds 60]
-      [--soak-minutes 10 --push-every 60]
+      [--soak-minutes 10 --push-every 60] [--workers 2]
 """
 
 import argparse
@@ -45,6 +45,7 @@ def main(argv=None) -> int:
   parser.add_argument("--connections", type=int, default=8)
   parser.add_argument("--soak-minutes", type=float, default=0)
   parser.add_argument("--push-every", type=float, default=60)
+  parser.add_argument("--workers", type=int, default=1, help="movrec serve --workers")
   args = parser.parse_args(argv)
 
   from serving.recommender import LiveRecommender  # pylint: disable=g-import-not-at-top
@@ -64,8 +65,10 @@ def main(argv=None) -> int:
         f"p99 {np.percentile(timings, 99):.2f} ms, mean {np.mean(timings):.2f} ms")
 
   sample = ",".join(rng.sample(users, min(200, len(users))))
-  result, _ = http_load(args.serving_dir, sample, args.seconds, args.connections)
-  print(f"HTTP POST /recommend, {args.connections} connections for {result['seconds']} s "
+  result, _ = http_load(args.serving_dir, sample, args.seconds, args.connections,
+                        workers=args.workers)
+  print(f"HTTP POST /recommend, {args.workers} worker(s), {args.connections} connections "
+        f"for {result['seconds']} s "
         f"(server and load generator in separate processes, {os.cpu_count()} cores): "
         f"{result['requests_per_second']:.0f} requests/s, {result['errors']} errors "
         f"of {result['requests']:,}; client p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms")
@@ -75,7 +78,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as soak_dir:  # the pushes go here, not to the bench's
       shutil.copytree(rec.path, os.path.join(soak_dir, os.path.basename(rec.path)))
       result, soak = http_load(soak_dir, sample, args.soak_minutes * 60, args.connections,
-                               push_every=args.push_every)
+                               push_every=args.push_every, workers=args.workers)
     growth = 100.0 * (soak["rss_end"] - soak["rss_start"]) / soak["rss_start"]
     print(f"soak: {args.soak_minutes:g} min at {result['requests_per_second']:.0f} "
           f"requests/s, {len(soak['pushed'])} versions pushed (every {args.push_every:g} s), "
@@ -88,11 +91,14 @@ def main(argv=None) -> int:
 
 
 def rss_bytes(pid: int) -> int:
+  """Resident memory of the process and its descendants (the workers)."""
+  total = 0
   with open(f"/proc/{pid}/status") as f:
     for line in f:
       if line.startswith("VmRSS:"):
-        return int(line.split()[1]) * 1024
-  return 0
+        total = int(line.split()[1]) * 1024
+  with open(f"/proc/{pid}/task/{pid}/children") as f:
+    return total + sum(rss_bytes(int(child)) for child in f.read().split())
 
 
 def publish_copy(serving_dir: str) -> int:
@@ -115,13 +121,13 @@ def publish_copy(serving_dir: str) -> int:
   return version
 
 
-def http_load(serving_dir, users, seconds, connections, push_every=0):
+def http_load(serving_dir, users, seconds, connections, push_every=0, workers=1):
   """(load generator result, soak details) of `movrec serve` under load for `seconds`."""
   port = free_port()
   server = subprocess.Popen(
       [os.path.join(os.path.dirname(sys.executable), "movrec"), "serve", "--serving-dir",
-       serving_dir, "--port", str(port)], stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL)
+       serving_dir, "--port", str(port), "--workers", str(workers)],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   soak = {"pushed": []}
   try:
     for _ in range(600):
@@ -130,6 +136,7 @@ def http_load(serving_dir, users, seconds, connections, push_every=0):
         break
       except OSError:
         time.sleep(0.1)
+    time.sleep(5 if workers > 1 else 0)  # the other workers finish loading
     load = subprocess.Popen(
         [sys.executable, "-m", "bench.load_generator", f"http://127.0.0.1:{port}",
          "--seconds", str(seconds), "--connections", str(connections), "--users", users],

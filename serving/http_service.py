@@ -22,6 +22,7 @@ id (the exception goes to the log under that id, with `X-Request-ID` on every re
 
 import hmac
 import logging
+import os
 import time
 import uuid
 from typing import Dict, List, Optional, Union
@@ -30,6 +31,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 import prometheus_client
+from prometheus_client import multiprocess
 from pydantic import BaseModel, ConfigDict, Field
 
 from modules.errors import MovrecError
@@ -41,6 +43,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_BODY_BYTES = 64 * 1024  # a request with 5,000 rated movie ids fits
 PUBLIC_PATHS = ("/healthz",)
 _ROUTES = ("/recommend", "/similar", "/healthz", "/metadata", "/metrics")
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 
 
 class ServiceConfigError(MovrecError, ValueError):
@@ -61,9 +64,17 @@ class RecommendRequest(BaseModel):
 
 
 class ServiceMetrics:
-  """The Prometheus series of one app (its own registry, so apps do not share counts)."""
+  """The Prometheus series of one app (its own registry, so apps do not share counts).
+
+  With several worker processes (serving.workers, which sets PROMETHEUS_MULTIPROC_DIR
+  before they start) each worker writes its series to that directory and `/metrics`, in
+  whichever worker answers it, adds up every worker's: request counts and latency are
+  summed; the bundle version is the lowest any live worker serves (a worker still on an
+  old version shows), and reload failures the most any worker saw."""
 
   def __init__(self, live: LiveRecommender):
+    self.live = live
+    self.multiprocess = bool(os.environ.get(MULTIPROC_DIR_ENV))
     self.registry = prometheus_client.CollectorRegistry()
     self.requests = prometheus_client.Counter(
         "movrec_requests", "HTTP requests by route and status", ["path", "status"],
@@ -71,18 +82,34 @@ class ServiceMetrics:
     self.latency = prometheus_client.Histogram(
         "movrec_request_seconds", "HTTP request latency by route", ["path"],
         buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=self.registry)
-    version = prometheus_client.Gauge("movrec_bundle_version", "the bundle version served",
-                                      registry=self.registry)
-    version.set_function(lambda: live.current.version)
-    failures = prometheus_client.Gauge(
+    self.version = prometheus_client.Gauge(
+        "movrec_bundle_version", "the bundle version served", registry=self.registry,
+        multiprocess_mode="livemin")
+    self.failures = prometheus_client.Gauge(
         "movrec_bundle_reload_failures", "bundle versions that failed to load since start",
-        registry=self.registry)
-    failures.set_function(lambda: live.reload_failures)
+        registry=self.registry, multiprocess_mode="livemax")
+    if self.multiprocess:  # each worker writes its own values as they change
+      live.listeners.append(self.update_gauges)
+      self.update_gauges()
+    else:
+      self.version.set_function(lambda: live.current.version)
+      self.failures.set_function(lambda: live.reload_failures)
+
+  def update_gauges(self) -> None:
+    self.version.set(self.live.current.version)
+    self.failures.set(self.live.reload_failures)
 
   def observe(self, path: str, status: int, seconds: float) -> None:
     route = path if path in _ROUTES else "other"  # bounded label values
     self.requests.labels(route, str(status)).inc()
     self.latency.labels(route).observe(seconds)
+
+  def exposition(self) -> bytes:
+    if not self.multiprocess:
+      return prometheus_client.generate_latest(self.registry)
+    merged = prometheus_client.CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)
+    return prometheus_client.generate_latest(merged)
 
 
 def create_app(live: LiveRecommender, token: Optional[str] = None, docs: bool = False,
@@ -113,8 +140,7 @@ def create_app(live: LiveRecommender, token: Optional[str] = None, docs: bool = 
 
   @app.get("/metrics")
   def prometheus_metrics():
-    return Response(prometheus_client.generate_latest(metrics.registry),
-                    media_type=prometheus_client.CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
   @app.post("/recommend")
   def recommend(request: RecommendRequest):
@@ -232,9 +258,10 @@ def check_exposure(host: str, token: Optional[str]) -> None:
 
 def serve(serving_dir: str, host: str = "127.0.0.1", port: int = 8080,
           poll_seconds: float = 2.0, token: Optional[str] = None, docs: bool = False) -> None:
+  """Serves in this process until interrupted (several processes: serving.workers)."""
   import uvicorn  # pylint: disable=g-import-not-at-top
   check_exposure(host, token)
-  live = LiveRecommender(serving_dir, poll_seconds=poll_seconds).start()
+  live = LiveRecommender(serving_dir, poll_seconds=poll_seconds, freeze_heap=True).start()
   try:
     uvicorn.run(create_app(live, token=token, docs=docs), host=host, port=port,
                 log_level="warning", access_log=False)

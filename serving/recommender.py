@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -63,7 +63,7 @@ class Recommender:
       self.popular = [movie for movie, _ in json.load(f)]
     if self._rank is not None:
       self._score_rows = self._compile_scorer()
-      self._user_inputs = list(self._score_rows.input_signature[1])
+      self._user_inputs = list(self._score_rows.structured_input_signature[0][1])
 
   def _compile_scorer(self):
     """One graph call per request: gathers the candidates' raw features from tensors
@@ -88,7 +88,9 @@ class Recommender:
       inputs.update({name: tf.repeat(value, n) for name, value in user.items()})
       return rank(**inputs)[F.RATING_OUTPUT]
 
-    return score_rows
+    # Traced here, once: a request calls the graph without tf.function's argument
+    # binding (~0.5 ms of a 5 ms request), and concurrent first requests do not each trace.
+    return score_rows.get_concrete_function()
 
   # --- the two stages --------------------------------------------------------------
   def recommend(self, user_id: str, k: int = 10, candidates: int = 100,
@@ -199,12 +201,21 @@ class LiveRecommender:
   fails to load is remembered with its reason and not tried again; start-up falls back
   to the newest version that loads. `health()` says "degraded" (and why) while a newer
   version than the one served has failed.
+
+  `freeze_heap` (the HTTP service sets it): after each load, the objects alive are moved
+  out of the garbage collector's sight (`gc.freeze`). A loaded bundle is ~0.5 million
+  tracked Python objects (TensorFlow's function graphs, the user table); every full
+  collection walked them all, stopping every request for up to 370 ms (BENCHMARKS.md,
+  "Serving"). They are handed back before the next swap, so a swapped-out bundle is
+  still collected. Off by default: it is a whole-process setting.
   """
 
-  def __init__(self, serving_dir: str, poll_seconds: float = 2.0):
+  def __init__(self, serving_dir: str, poll_seconds: float = 2.0, freeze_heap: bool = False):
     self.serving_dir = serving_dir
+    self.freeze_heap = freeze_heap
     self.failed: Dict[int, str] = {}  # version -> why it could not be served
     self.reload_failures = 0
+    self.listeners: List[Callable[[], None]] = []  # called after each load or failure
     self._lock = threading.Lock()
     self._stop = threading.Event()
     self.poll_seconds = poll_seconds
@@ -216,6 +227,7 @@ class LiveRecommender:
     if self._current is None:
       reasons = "; ".join(f"{v}: {r}" for v, r in sorted(self.failed.items())) or "none pushed"
       raise BundleNotFoundError(f"no valid bundle under {serving_dir} ({reasons})")
+    self._settle_heap()
 
   @property
   def current(self) -> Recommender:
@@ -242,6 +254,7 @@ class LiveRecommender:
       self.reload_failures += 1
       log.error("bundle version %s cannot be served (kept out until it is pushed again "
                 "under a new version): %s", version, self.failed[version])
+      self._notify()
       return False
     old, self._current = self._current, fresh
     if old is not None:
@@ -249,8 +262,23 @@ class LiveRecommender:
       # The old version's SavedModels sit in reference cycles: without a collection now
       # each swap would hold on to ~50 MiB until the garbage collector came round.
       del old
-      gc.collect()
+      self._settle_heap()
+    self._notify()
     return True
+
+  def _notify(self) -> None:
+    for listener in self.listeners:
+      listener()
+
+  def _settle_heap(self) -> None:
+    """Collects what the last load or swap left behind; with `freeze_heap`, first hands
+    the frozen objects (the previous bundle among them) back to the collector, then
+    freezes what survives."""
+    if self.freeze_heap:
+      gc.unfreeze()
+    gc.collect()
+    if self.freeze_heap:
+      gc.freeze()
 
   def refresh(self) -> bool:
     """Loads the wanted version if it is not the one served; True when it swapped."""

@@ -4,7 +4,10 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -438,3 +441,141 @@ def test_binding_beyond_loopback_needs_a_token(serving_dir, capsys):
   os.environ.pop("MOVREC_API_TOKEN", None)
   assert cli.main(["serve", "--host", "0.0.0.0", "--serving-dir", serving_dir]) == 1
   assert "token" in capsys.readouterr().err
+
+
+# --- several worker processes (serving/workers.py) ------------------------------------
+def start_workers(serving_dir: str, port: int, stderr) -> subprocess.Popen:
+  """`movrec serve --workers 2`; stderr: a file or PIPE (then read it, or the service
+  blocks once the pipe is full)."""
+  return subprocess.Popen(
+      [sys.executable, "-m", "movrec.main", "serve", "--serving-dir", serving_dir,
+       "--port", str(port), "--workers", "2"],
+      stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+
+
+def worker_pids(parent: int) -> set:
+  with open(f"/proc/{parent}/task/{parent}/children") as f:
+    children = {int(pid) for pid in f.read().split()}
+  # multiprocessing's resource tracker is a child too; the workers run spawn_main.
+  return {pid for pid in children if "spawn_main" in open(f"/proc/{pid}/cmdline").read()}
+
+
+def not_running(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/status") as f:
+      return "State:\tZ" in f.read()  # exited, not yet reaped
+  except FileNotFoundError:
+    return True
+
+
+def wait_until(condition, timeout: float = 120.0) -> bool:
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if condition():
+      return True
+    time.sleep(0.2)
+  return False
+
+
+@pytest.fixture(scope="module")
+def two_workers(serving_dir, tmp_path_factory):
+  port = free_port()
+  log = open(tmp_path_factory.mktemp("workers") / "stderr.txt", "w")
+  process = start_workers(serving_dir, port, log)
+  base = f"http://127.0.0.1:{port}"
+
+  def ready():
+    try:
+      return call(base, "GET", "/healthz")[0] == 200 and len(worker_pids(process.pid)) == 2
+    except (urllib.error.URLError, ConnectionError, FileNotFoundError):
+      return False
+
+  assert wait_until(ready), "the workers did not start"
+  yield base, process
+  process.send_signal(signal.SIGINT)
+  assert process.wait(timeout=60) == 0
+  log.close()
+
+
+def test_workers_share_one_port_and_add_up_their_metrics(two_workers, recommender):
+  base, process = two_workers
+
+  def recommend_count():
+    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    line = [l for l in text.splitlines()
+            if l.startswith('movrec_requests_total{path="/recommend",status="200"}')]
+    return float(line[0].rsplit(" ", 1)[1]) if line else 0.0
+
+  before = recommend_count()
+  user = next(iter(recommender.retriever.users))
+  # Each call is a new connection: the kernel hashes them across both workers' sockets.
+  answers = [call(base, "POST", "/recommend", {"user_id": user, "k": 3}) for _ in range(40)]
+  assert all(status == 200 and len(body["items"]) == 3 for status, body in answers)
+  # Whichever worker answers /metrics counts every worker's requests.
+  assert recommend_count() - before == 40
+  assert len(worker_pids(process.pid)) == 2
+
+
+def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(two_workers, recommender):
+  base, process = two_workers
+  victim = min(worker_pids(process.pid))
+  os.kill(victim, signal.SIGKILL)
+  assert wait_until(lambda: not_running(victim), timeout=30)
+  user = next(iter(recommender.retriever.users))
+
+  def answered():
+    try:
+      return call(base, "POST", "/recommend", {"user_id": user, "k": 2})[0] == 200
+    except ConnectionResetError:
+      # A connection the kernel had already handed to the victim's socket is reset
+      # (Linux moves none to the other worker unless net.ipv4.tcp_migrate_req is set).
+      return False
+
+  assert wait_until(answered, timeout=10)
+  for _ in range(10):  # then the other worker answers every request meanwhile
+    assert answered()
+  assert wait_until(lambda: len(worker_pids(process.pid) - {victim}) == 2)
+
+
+def test_worker_sockets_send_without_nagle_delay():
+  """asyncio sets TCP_NODELAY only on connections of a socket created as TCP: with the
+  default protocol 0, responses waited on Nagle's algorithm (p50 56 ms instead of 28)."""
+  import asyncio  # pylint: disable=g-import-not-at-top
+  from serving import workers  # pylint: disable=g-import-not-at-top
+  listener = workers._listen("127.0.0.1", 0)  # pylint: disable=protected-access
+  seen = []
+
+  async def main():
+    def on_connect(reader, writer):  # pylint: disable=unused-argument
+      sock = writer.get_extra_info("socket")
+      seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+      writer.close()
+    server = await asyncio.start_server(on_connect, sock=listener)
+    _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+    while not seen:
+      await asyncio.sleep(0.01)
+    writer.close()
+    server.close()
+
+  asyncio.run(main())
+  assert seen == [1]
+
+
+def test_workers_that_cannot_start_stop_the_service(serving_dir, tmp_path):
+  # Nothing valid to serve: refused before any worker starts.
+  empty = tmp_path / "no-bundles"
+  empty.mkdir()
+  done = subprocess.run([sys.executable, "-m", "movrec.main", "serve", "--serving-dir",
+                         str(empty), "--port", str(free_port()), "--workers", "2"],
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode != 0 and "no valid bundle" in done.stderr
+  # The port is held by another program: every worker fails the same way, so the
+  # supervisor stops rather than restarting them for ever.
+  with socket.socket() as holder:
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    process = start_workers(serving_dir, holder.getsockname()[1], subprocess.PIPE)
+    _, err = process.communicate(timeout=180)
+  from serving.workers import STARTUP_FAILURE  # pylint: disable=g-import-not-at-top
+  assert process.returncode == STARTUP_FAILURE
+  assert "Address already in use" in err
