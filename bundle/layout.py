@@ -126,6 +126,12 @@ def pinned_version(serving_dir: str) -> Optional[int]:
     return int(json.load(f)["version"])
 
 
+def versions_to_serve(serving_dir: str) -> List[int]:
+  """Best first: the pinned version alone, else every complete version, newest first."""
+  pinned = pinned_version(serving_dir)
+  return [pinned] if pinned is not None else list(reversed(versions(serving_dir)))
+
+
 def pin(serving_dir: str, version: Optional[int]) -> None:
   """Pins `version` (it must exist), or unpins with None."""
   path = os.path.join(serving_dir, PIN_FILE)

@@ -240,11 +240,8 @@ class LiveRecommender:
     return f"version {max(newer)}: {self.failed[max(newer)]}" if newer else None
 
   def _wanted(self) -> List[int]:
-    """Versions to serve, best first: the pinned one, or the newest not known to fail."""
-    pinned = bundle_layout.pinned_version(self.serving_dir)
-    if pinned is not None:
-      return [pinned]
-    return [v for v in reversed(bundle_layout.versions(self.serving_dir)) if v not in self.failed]
+    """Versions to serve, best first: the pinned one, or the newest; none known to fail."""
+    return [v for v in bundle_layout.versions_to_serve(self.serving_dir) if v not in self.failed]
 
   def _try_load(self, version: int) -> bool:
     try:

@@ -134,10 +134,8 @@ def _listen(host: str, port: int) -> socket.socket:
 def first_valid_version(serving_dir: str) -> int:
   """The version a worker would start on (the pinned one, else the newest whose files
   match its manifest), checked without loading it; BundleNotFoundError if none."""
-  pinned = bundle_layout.pinned_version(serving_dir)
-  wanted = [pinned] if pinned is not None else list(reversed(bundle_layout.versions(serving_dir)))
   reasons = []
-  for version in wanted:
+  for version in bundle_layout.versions_to_serve(serving_dir):
     try:
       bundle_layout.verify(bundle_layout.version_dir(serving_dir, version))
       return version
