@@ -25,6 +25,7 @@ from pipeline.config import PipelineConfig
 DEFAULT_IMAGE = "movrec-pipeline:latest"
 BLESSING_RESOLVER_SUFFIX = "-model-blessing-resolver"  # the compiler's name for step one
 IMAGE_SCHEMA_DIR = "/movrec/schemas"  # where the Dockerfile puts schemas/
+IMAGE_SETUP_FILE = "/movrec/setup.py"  # and setup.py
 
 
 class SubmitError(MovrecError, RuntimeError):
@@ -64,6 +65,7 @@ def compile_pipeline(config: PipelineConfig, output_file: str, image: str = DEFA
         "then trains on its newest span, and --warm-start carries what earlier spans taught.")
   if config.schema_dir is None:
     config = dataclasses.replace(config, schema_dir=IMAGE_SCHEMA_DIR)
+  config = dataclasses.replace(config, beam_setup_file=IMAGE_SETUP_FILE)
   if dataflow:
     config = dataclasses.replace(config, extra_beam_args=tuple(config.extra_beam_args) + tuple(
         vertex.dataflow_beam_args(*dataflow, config.output_dir, image)))
