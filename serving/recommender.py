@@ -48,7 +48,7 @@ ORDERS = (RETRIEVAL_ORDER, RATING_ORDER)
 def _release_freed_memory() -> Callable[[], None]:
   """glibc keeps what a swapped-out bundle freed in its heaps; malloc_trim hands the free
   pages back. In a soak with a push every 20 s it cut the growth of resident memory after
-  six swaps from +607 to +320 MiB (BENCHMARKS.md, "Serving"). A no-op off glibc."""
+  six swaps from +600 to +320 MiB (BENCHMARKS.md, "Serving"). A no-op off glibc."""
   try:
     trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
   except (OSError, AttributeError):
