@@ -166,12 +166,18 @@ class PipelineConfig:
     """Beam options for every Beam-based component."""
     if any(arg.startswith("--runner") for arg in self.extra_beam_args):
       return list(self.extra_beam_args)  # Dataflow / Flink / Spark: no DirectRunner options
-    if self.beam_mode == BEAM_MULTI_PROCESSING:
-      workers = self.beam_workers or multiprocessing.cpu_count()
-      args = ["--direct_running_mode=multi_processing",
-              f"--direct_num_workers={workers}"]
-    else:
-      args = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-    if not any(arg.startswith(BEAM_DEPENDENCY_FLAGS) for arg in self.extra_beam_args):
-      args.append(f"--setup_file={self.beam_setup_file}")
-    return args + list(self.extra_beam_args)
+    named = any(arg.startswith(BEAM_DEPENDENCY_FLAGS) for arg in self.extra_beam_args)
+    return direct_runner_args(self.beam_mode, self.beam_workers,
+                              None if named else self.beam_setup_file) + list(self.extra_beam_args)
+
+
+def direct_runner_args(beam_mode: str = BEAM_IN_MEMORY, workers: int = 0,
+                       setup_file: Optional[str] = PROJECT_SETUP_FILE) -> List[str]:
+  """Beam's DirectRunner in `beam_mode` (`workers` processes, 0: one per core), naming
+  `setup_file` as the dependency (see PROJECT_SETUP_FILE; None: not named)."""
+  if beam_mode == BEAM_MULTI_PROCESSING:
+    args = ["--direct_running_mode=multi_processing",
+            f"--direct_num_workers={workers or multiprocessing.cpu_count()}"]
+  else:
+    args = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+  return args + ([f"--setup_file={setup_file}"] if setup_file else [])

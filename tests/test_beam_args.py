@@ -9,7 +9,8 @@ import pytest
 from tfx.components.statistics_gen import executor as statistics_gen_executor
 from tfx.dsl.components.base import base_beam_executor
 
-from pipeline.config import BEAM_IN_MEMORY, BEAM_MULTI_PROCESSING, PipelineConfig
+from pipeline.config import (BEAM_IN_MEMORY, BEAM_MULTI_PROCESSING, PipelineConfig,
+                             direct_runner_args)
 
 
 def executor_args(beam_pipeline_args):
@@ -32,11 +33,9 @@ def test_direct_runner_args_need_no_tfx_sdist_and_run(synthetic_dir, mode):
     beam_testing.assert_that(counted, beam_testing.equal_to([5]))
 
 
-def test_without_a_dependency_flag_tfx_builds_an_sdist_per_executor(synthetic_dir):
+def test_without_a_dependency_flag_tfx_builds_an_sdist_per_executor():
   """Why the flag is there: TFX 1.16 copies its install directory and builds an sdist."""
-  config = PipelineConfig(data_dir=synthetic_dir)
-  args = [a for a in config.beam_pipeline_args() if not a.startswith("--setup_file")]
-  (package,) = [a.split("=", 1)[1] for a in executor_args(args)
+  (package,) = [a.split("=", 1)[1] for a in executor_args(direct_runner_args(setup_file=None))
                 if a.startswith("--extra_package")]
   try:
     assert os.path.basename(package).startswith("tfx_ephemeral")

@@ -20,6 +20,7 @@ import pytest
 from components.bundle_pusher import executor as pusher
 from bundle import scann_index
 from bundle import layout as bundle_layout
+from pipeline.config import direct_runner_args
 from serving.recommender import LiveRecommender
 from serving.retriever import BundleNotFoundError
 
@@ -222,7 +223,7 @@ def test_a_tree_ah_index_below_the_recall_bar_is_refused_and_nothing_is_pushed(
   index, blessing = output(artifact_types.RetrievalIndex, "index"), output(
       standard_artifacts.ModelBlessing, "blessing")
   context = base_beam_executor.BaseBeamExecutor.Context(
-      beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+      beam_pipeline_args=direct_runner_args(),
       tmp_dir=str(tmp_path / "tmp"), unique_id="index-builder")
   index_builder.Executor(context).Do(
       {"model": [artifacts["model"]], "candidates": [artifacts["candidates"]],
