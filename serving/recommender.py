@@ -43,6 +43,9 @@ PERSONALIZED, FEATURES, POPULARITY = "personalized", "features", "popularity"
 # How a personalised list is ordered (the response's "order_by").
 RETRIEVAL_ORDER, RATING_ORDER = "retrieval_score", "predicted_rating"
 ORDERS = (RETRIEVAL_ORDER, RATING_ORDER)
+# How long a swap lets requests still running on the old bundle finish (they take
+# milliseconds) before collecting it.
+_RELEASE_GRACE_SECONDS = 1.0
 
 
 def _release_freed_memory() -> Callable[[], None]:
@@ -272,9 +275,12 @@ class LiveRecommender:
     old, self._current = self._current, fresh
     if old is not None:
       log.info("serving bundle version %s (was %s)", version, old.version)
-      # The old version's SavedModels sit in reference cycles: without a collection now
-      # each swap would hold on to ~50 MiB until the garbage collector came round.
+      # The old version's SavedModels sit in reference cycles, so only a collection frees
+      # them, and not while a request that started on the old version is still running:
+      # collected at once, they survived it (and with `freeze_heap` were frozen) until the
+      # next swap, one bundle more per process (BENCHMARKS.md, "Serving").
       del old
+      time.sleep(_RELEASE_GRACE_SECONDS)
       self._settle_heap()
     self._notify()
     return True

@@ -1,5 +1,6 @@
 """The two-stage recommender and its HTTP service, on a bundle a real pipeline run pushed."""
 import contextlib
+import gc
 import http.client
 import json
 import os
@@ -315,6 +316,39 @@ def test_http_hot_swap_during_requests_drops_nothing(service, serving_dir, recom
   versions = {body["version"] for _, body in results}
   assert versions == {old, new}
   assert call(base, "GET", "/metadata")[1]["version"] == new
+
+
+def test_a_swap_under_load_leaves_one_bundle_in_memory(serving_dir, pushed_artifacts):
+  """Requests still running on the old bundle when it is swapped out do not keep it: what
+  the service holds afterwards (frozen out of the collector's sight) is one bundle."""
+  gc.collect()
+  gc.freeze()
+  try:
+    before = gc.get_freeze_count()
+    live = LiveRecommender(serving_dir, poll_seconds=3600, freeze_heap=True)
+    one_bundle = gc.get_freeze_count() - before  # the objects a loaded bundle keeps
+    user = next(iter(live.current.retriever.users))
+    stop = threading.Event()
+
+    def hammer():
+      while not stop.is_set():
+        live.current.recommend(user, k=3)
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+      t.start()
+    try:
+      time.sleep(0.3)
+      new = push(serving_dir, pushed_artifacts)
+      assert live.refresh() and live.current.version == new
+    finally:
+      stop.set()
+      for t in threads:
+        t.join()
+    held = gc.get_freeze_count() - before
+    assert held < 1.5 * one_bundle, (held, one_bundle)  # two bundles would be ~2x
+  finally:
+    gc.unfreeze()
 
 
 TOKEN = "s3cret-token"
