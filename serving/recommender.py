@@ -46,6 +46,11 @@ ORDERS = (RETRIEVAL_ORDER, RATING_ORDER)
 # How long a swap lets requests still running on the old bundle finish (they take
 # milliseconds) before collecting it.
 _RELEASE_GRACE_SECONDS = 1.0
+# ... and when the poller collects once more. In HTTP workers under load, half the swaps
+# left the old bundle's function graphs (~88,000 objects, ~90 MiB) still held after the
+# grace: by no thread's frame, so somewhere inside TensorFlow, and gone by 10 s later.
+_SETTLE_AGAIN_SECONDS = 10.0
+_MAX_COLLECT_PASSES = 5
 
 
 def _release_freed_memory() -> Callable[[], None]:
@@ -60,6 +65,21 @@ def _release_freed_memory() -> Callable[[], None]:
 
 
 release_freed_memory = _release_freed_memory()
+
+
+def collect_until_quiet(max_passes: int = _MAX_COLLECT_PASSES) -> List[int]:
+  """Full collections until one finds nothing (at most `max_passes`); what each found.
+
+  One pass is not always enough for a swapped-out bundle: the finalizers TensorFlow's
+  objects run in the first pass can let go of more of the bundle (its function graphs,
+  ~87,000 objects), which only the next pass sees; with `freeze_heap` they were frozen
+  until the next swap instead (BENCHMARKS.md, "Serving")."""
+  found = []
+  while len(found) < max_passes:
+    found.append(gc.collect())
+    if not found[-1]:
+      break
+  return found
 
 
 class UnknownMovieError(MovrecError, KeyError):
@@ -240,6 +260,7 @@ class LiveRecommender:
     self.poll_seconds = poll_seconds
     self._thread = None
     self._current = None
+    self._settle_again_at: Optional[float] = None  # set by a swap; the poller collects again
     for version in self._wanted():
       if self._try_load(version):
         break
@@ -282,6 +303,7 @@ class LiveRecommender:
       del old
       time.sleep(_RELEASE_GRACE_SECONDS)
       self._settle_heap()
+      self._settle_again_at = time.monotonic() + _SETTLE_AGAIN_SECONDS
     self._notify()
     return True
 
@@ -295,10 +317,15 @@ class LiveRecommender:
     freezes what survives."""
     if self.freeze_heap:
       gc.unfreeze()
-    gc.collect()
+    collect_until_quiet()
     release_freed_memory()
     if self.freeze_heap:
       gc.freeze()
+
+  def _settle_again_if_due(self) -> None:
+    if self._settle_again_at is not None and time.monotonic() >= self._settle_again_at:
+      self._settle_again_at = None
+      self._settle_heap()
 
   def refresh(self) -> bool:
     """Loads the wanted version if it is not the one served; True when it swapped."""
@@ -322,6 +349,7 @@ class LiveRecommender:
     def poll():
       while not self._stop.wait(self.poll_seconds):
         self.refresh()
+        self._settle_again_if_due()
     self._thread = threading.Thread(target=poll, name="bundle-poller", daemon=True)
     self._thread.start()
     return self

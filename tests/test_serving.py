@@ -13,10 +13,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 
 import pytest
 
 from bundle import layout as bundle_layout
+from serving import recommender as recommender_lib
 from serving.recommender import (FEATURES, PERSONALIZED, POPULARITY, LiveRecommender,
                                  Recommender, UnknownMovieError, wait_for_version)
 
@@ -348,6 +350,80 @@ def test_a_swap_under_load_leaves_one_bundle_in_memory(serving_dir, pushed_artif
     held = gc.get_freeze_count() - before
     assert held < 1.5 * one_bundle, (held, one_bundle)  # two bundles would be ~2x
   finally:
+    gc.unfreeze()
+
+
+class _Cycle:
+  """Garbage only a collection frees (it refers to itself)."""
+
+  def __init__(self):
+    self.me = self
+
+
+class _Owner(_Cycle):
+  """A cycle whose finalizer lets go of another object, as TensorFlow's objects do."""
+  registry = {}
+
+  def __init__(self, key):
+    super().__init__()
+    self.key = key
+
+  def __del__(self):
+    _Owner.registry.pop(self.key, None)
+
+
+def _orphan_owner_of_a_cycle(key: str) -> weakref.ref:
+  """A weak reference to a cycle that only an unreachable _Owner's finalizer releases."""
+  _Owner.registry[key] = _Cycle()
+  _Owner(key)  # unreachable at once: only the collector finalizes it
+  return weakref.ref(_Owner.registry[key])
+
+
+def test_collections_go_on_until_what_finalizers_release_is_freed():
+  gc.collect()
+  gc.disable()  # no automatic collection in between
+  try:
+    one_pass = _orphan_owner_of_a_cycle("one pass")
+    gc.collect()
+    assert one_pass() is not None  # released by the finalizer after this pass had looked
+    gc.collect()
+    assert one_pass() is None
+
+    found = recommender_lib.collect_until_quiet()
+    assert found[-1] == 0
+    until_quiet = _orphan_owner_of_a_cycle("until quiet")
+    found = recommender_lib.collect_until_quiet()
+    assert until_quiet() is None and len(found) >= 2 and found[-1] == 0, found
+  finally:
+    gc.enable()
+
+
+def test_what_a_swapped_out_bundle_leaves_held_is_collected_by_the_poller_later(
+    serving_dir, pushed_artifacts, monkeypatch):
+  """Something still held a moment after a swap (as TensorFlow held the old graphs under
+  load) is collected by the poller's second settle, not frozen until the next swap."""
+  monkeypatch.setattr(recommender_lib, "_RELEASE_GRACE_SECONDS", 0.05)
+  gc.collect()
+  gc.freeze()
+  live = LiveRecommender(serving_dir, poll_seconds=0.1, freeze_heap=True)
+  swapped = threading.Event()
+  live.listeners.append(swapped.set)  # called once a swap has settled the heap
+  live.start()
+  try:
+    still_held = {}
+    for again_seconds in (3600.0, 0.5):  # no second settle in time; then one
+      monkeypatch.setattr(recommender_lib, "_SETTLE_AGAIN_SECONDS", again_seconds)
+      held = [_Cycle()]  # alive through the swap's own settle, let go right after it
+      ref = weakref.ref(held[0])
+      swapped.clear()
+      new = push(serving_dir, pushed_artifacts)
+      assert swapped.wait(60) and live.current.version == new
+      held.clear()
+      time.sleep(2.0)
+      still_held[again_seconds] = ref() is not None
+    assert still_held == {3600.0: True, 0.5: False}  # frozen until collected again
+  finally:
+    live.stop()
     gc.unfreeze()
 
 
