@@ -46,9 +46,9 @@ ORDERS = (RETRIEVAL_ORDER, RATING_ORDER)
 # How long a swap lets requests still running on the old bundle finish (they take
 # milliseconds) before collecting it.
 _RELEASE_GRACE_SECONDS = 1.0
-# ... and when the poller collects once more. In HTTP workers under load, half the swaps
+# ... and when the poller collects once more. In HTTP workers under load, 5 of 10 swaps
 # left the old bundle's function graphs (~88,000 objects, ~90 MiB) still held after the
-# grace: by no thread's frame, so somewhere inside TensorFlow, and gone by 10 s later.
+# grace (by no thread's frame; the holder was not found), and let go within 10 s.
 _SETTLE_AGAIN_SECONDS = 10.0
 _MAX_COLLECT_PASSES = 5
 
