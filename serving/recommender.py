@@ -323,9 +323,10 @@ class LiveRecommender:
       gc.freeze()
 
   def _settle_again_if_due(self) -> None:
-    if self._settle_again_at is not None and time.monotonic() >= self._settle_again_at:
-      self._settle_again_at = None
-      self._settle_heap()
+    with self._lock:  # not between a refresh's freeze and unfreeze
+      if self._settle_again_at is not None and time.monotonic() >= self._settle_again_at:
+        self._settle_again_at = None
+        self._settle_heap()
 
   def refresh(self) -> bool:
     """Loads the wanted version if it is not the one served; True when it swapped."""
