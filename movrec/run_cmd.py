@@ -99,6 +99,7 @@ def config_from_args(args, data_dir: str) -> config_lib.PipelineConfig:
                     temporal_cutoff=args.temporal_cutoff,
                     index_min_recall=args.index_min_recall,
                     ranking_rmse_bound=args.ranking_rmse_bound, beam_mode=args.beam_mode,
+                    executors=args.executors,
                     rolling_spans=args.rolling_spans,
                     retrieval_thresholds=retrieval_thresholds or None))
 
@@ -107,7 +108,8 @@ def cmd_run(args) -> int:
   data_dir = resolve_data_dir(args.data_dir)
   cfg = config_from_args(args, data_dir)
   print(f"Pipeline {cfg.pipeline_name}: {cfg.layout} data in {data_dir}; "
-        f"Beam {cfg.beam_mode}; cache {'on' if cfg.enable_cache else 'off'}")
+        f"Beam {cfg.beam_mode}; cache {'on' if cfg.enable_cache else 'off'}; executors in "
+        f"{'child processes' if cfg.executors_in_child_processes() else 'this process'}")
   with paths.quiet_imports(args):  # TFX imports TensorFlow and the Cloud clients, which log
     from pipeline import local_runner  # pylint: disable=g-import-not-at-top
   started = time.monotonic()
@@ -160,6 +162,11 @@ def add_parsers(sub) -> None:
                    help="skip and count unusable rows instead of failing")
   run.add_argument("--beam-mode", choices=config_lib.BEAM_MODES,
                    help=f"default {default('beam_mode')}")
+  run.add_argument("--executors", choices=config_lib.EXECUTOR_MODES,
+                   help="where each component's executor runs: a child process each (memory "
+                   "returned after every component), the runner's process, or auto: child "
+                   f"processes from a {config_lib.CHILD_PROCESSES_FROM_BYTES // 1_000_000} MB "
+                   f"ratings file (default {default('executors')})")
   run.add_argument("--no-cache", action="store_true", help="re-execute every component")
   run.add_argument("--retrieval", action="append", metavar="NAME=VALUE",
                    help="retrieval hyperparameter (modules/hparams.py), e.g. epochs=5; repeatable")

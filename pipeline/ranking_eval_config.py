@@ -43,7 +43,9 @@ def eval_config(rmse_bound: float, max_regression: float,
 def load_metrics(evaluation_uri: str) -> dict:
   """{slice name: {metric: value}} of a ranking Evaluator's output ("" = overall;
   "user_gender=F" etc.)."""
-  result = tfma.load_eval_result(evaluation_uri)
+  from tensorflow.python.util import deprecation  # pylint: disable=g-import-not-at-top
+  with deprecation.silence():  # TFMA's reader warns once a process, on the console
+    result = tfma.load_eval_result(evaluation_uri)
   out = {}
   for slice_key, metrics in result.slicing_metrics:
     name = ",".join(f"{k}={v}" for k, v in slice_key)

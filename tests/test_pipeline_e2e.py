@@ -5,6 +5,7 @@ import os
 import pytest
 import tensorflow as tf
 
+from components.movielens_example_gen import layouts
 from components.movielens_example_gen import synthetic
 from modules import features as F
 from pipeline import local_runner
@@ -189,14 +190,17 @@ def test_anomalies_stop_the_run_before_transform(tmp_path, synthetic_data, fast_
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("split", ["temporal", "last"])
+@pytest.mark.parametrize("split,executors", [("temporal", "in_process"),
+                                             ("last", "child_process")])
 def test_an_empty_ratings_file_stops_the_run_with_its_name(tmp_path, synthetic_data, split,
-                                                           fast_pipeline):
+                                                           executors, fast_pipeline):
+  """Also when ExampleGen runs in a child process: its exception comes back as raised."""
   data_dir = synthetic.write(synthetic_data, str(tmp_path / "data"))
   open(os.path.join(data_dir, "u.data"), "w").close()
   config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"),
-                          split_method=split, **fast_pipeline)
+                          split_method=split, executors=executors, **fast_pipeline)
   with pytest.raises(PipelineRunError) as err:
     local_runner.run(config, out=io.StringIO())
   assert err.value.component == "MovieLensExampleGen"
+  assert isinstance(err.value.cause, layouts.MovieLensDataError)
   assert "u.data: no ratings could be read" in str(err.value)
