@@ -24,22 +24,60 @@ def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed
   """Batches of transformed features (dicts of dense / sparse tensors); with `keep`
   (parsed example -> scalar bool tensor), only the examples it accepts.
 
-  The parsed data is cached in memory after the first epoch; shuffling happens after
-  the cache, so each epoch sees a new order.
+  With `cache`, the split is parsed once into one tensor per feature (`load_columns`) and
+  each batch gathers its rows, in a new order every epoch when shuffling. At 1M ratings
+  this took the ranking Trainer's peak from 4,175 to 1,991 MiB at the same speed: tf.data's
+  cache of single parsed examples kept ~15 small tensors per rating (BENCHMARKS.md, "Scale").
   """
-  ds = tf.data.TFRecordDataset(expand(patterns), compression_type="GZIP")
-  ds = ds.batch(4096).map(lambda x: tf.io.parse_example(x, feature_spec),
-                          num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-  if keep is not None:
-    ds = ds.filter(keep)
   if cache:
-    ds = ds.cache()
-  if shuffle:
-    ds = ds.shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.batch(batch_size)
+    columns = load_columns(patterns, feature_spec, keep)
+    rows = tf.data.Dataset.range(_num_rows(columns))
+    if shuffle:
+      rows = rows.shuffle(_num_rows(columns), seed=seed, reshuffle_each_iteration=True)
+    ds = rows.batch(batch_size).map(lambda index: _take(columns, index),
+                                    num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    ds = _parsed(patterns, feature_spec, keep).batch(batch_size)
   if label_key:  # (features, label) pairs for Keras' compiled losses
     ds = ds.map(lambda f: ({k: v for k, v in f.items() if k != label_key}, f[label_key]))
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _parsed(patterns, feature_spec, keep=None) -> tf.data.Dataset:
+  """Single parsed examples (parsed in batches), those `keep` accepts."""
+  ds = tf.data.TFRecordDataset(expand(patterns), compression_type="GZIP")
+  ds = ds.batch(4096).map(lambda x: tf.io.parse_example(x, feature_spec),
+                          num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+  return ds.filter(keep) if keep is not None else ds
+
+
+def load_columns(patterns, feature_spec, keep=None) -> Dict[str, tf.Tensor]:
+  """Every example of the files as one tensor per feature: dense features [n, ...],
+  variable-length ones as RaggedTensors [n, None]."""
+  if keep is None:
+    ds = tf.data.TFRecordDataset(expand(patterns), compression_type="GZIP").batch(8192).map(
+        lambda x: tf.io.parse_example(x, feature_spec), num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    ds = _parsed(patterns, feature_spec, keep).batch(8192)
+  parts = {name: [] for name in feature_spec}
+  for batch in ds:
+    for name, value in batch.items():
+      parts[name].append(tf.RaggedTensor.from_sparse(value)
+                         if isinstance(value, tf.SparseTensor) else value)
+  if not parts or not next(iter(parts.values())):
+    raise ValueError(f"no examples in {patterns}" + (" that are kept" if keep else ""))
+  return {name: tf.concat(values, axis=0) for name, values in parts.items()}
+
+
+def _num_rows(columns) -> int:
+  column = next(iter(columns.values()))
+  return int(column.nrows() if isinstance(column, tf.RaggedTensor) else column.shape[0])
+
+
+def _take(columns, index):
+  """The rows `index` of every column; ragged ones as SparseTensors, as parsing gives them."""
+  return {name: (tf.gather(column, index).to_sparse() if isinstance(column, tf.RaggedTensor)
+                 else tf.gather(column, index)) for name, column in columns.items()}
 
 
 def before_cutoffs(cutoffs: np.ndarray, user_key: str, seconds_key: str):
