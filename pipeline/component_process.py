@@ -1,6 +1,6 @@
 """Each component's executor in a child process of the local run, so memory is the component's.
 
-The LocalDagRunner runs every executor in its own process, one after the other; what
+TFX's LocalDagRunner runs every executor in the runner's own process, one after another; what
 TensorFlow, Beam and glibc keep of each component stays resident, so a run's peak memory
 was the sum of its components' leftovers (5.9 GiB at 1M ratings, BENCHMARKS.md "Scale").
 `ChildProcessExecutorOperator` is a TFX executor operator that hands the execution to
@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import traceback
-from typing import Optional
 
 from absl import logging
 from tfx.orchestration.portable import base_executor_operator
@@ -74,8 +73,8 @@ class ChildProcessExecutorOperator(base_executor_operator.BaseExecutorOperator):
       return launcher.DEFAULT_EXECUTOR_OPERATORS[type(spec)](spec).run_executor(execution_info)
     with tempfile.TemporaryDirectory(prefix="movrec-component-") as work_dir:
       _write(work_dir, _EXECUTION_FILE, execution_info.to_proto().SerializeToString())
-      _write(work_dir, _SPEC_FILE, self._executor_spec.SerializeToString())
-      _write(work_dir, _SPEC_TYPE_FILE, type(self._executor_spec).__name__.encode())
+      _write(work_dir, _SPEC_FILE, spec.SerializeToString())
+      _write(work_dir, _SPEC_TYPE_FILE, type(spec).__name__.encode())
       returncode = _run_child(work_dir)
       error_path = os.path.join(work_dir, _ERROR_FILE)
       if os.path.exists(error_path):

@@ -39,23 +39,23 @@ BEAM_IN_MEMORY = "in_memory"
 BEAM_MULTI_PROCESSING = "multi_processing"
 BEAM_MODES = (BEAM_IN_MEMORY, BEAM_MULTI_PROCESSING)
 
-# The DirectRunner stages nothing, but TFX 1.16 builds an sdist of its own install directory
-# for every Beam component whose arguments name no dependency (--setup_file, --extra_packages,
-# ...): 2-3 s and 49 MB left in /tmp per component per run, and a copy that fails when another
-# process writes a .pyc into that directory meanwhile. Naming this project's setup.py (what a
-# remote runner would need anyway) skips it.
 # Where a local run's executors run (pipeline/component_process.py). In the runner's process,
 # what each component's TensorFlow, Beam and glibc keep stays resident for the rest of the
 # run (peak 2.2 GiB at 100k ratings, 5.9 GiB at 1M); a child process per component returns
-# it, for ~4-5 s of imports each. "auto" picks child processes from a ratings file of
+# it, for ~5-7 s of start-up each. "auto" picks child processes from a ratings file of
 # CHILD_PROCESSES_FROM_BYTES (~400-500k ratings in any layout: 20-27 bytes a line), where
-# the saved memory outgrows the ~1 minute of imports; a size it cannot read counts as large.
+# the saved memory outgrows the ~1 minute of start-up; a size it cannot read counts as large.
 EXECUTORS_AUTO = "auto"
 EXECUTORS_CHILD_PROCESS = "child_process"
 EXECUTORS_IN_PROCESS = "in_process"
 EXECUTOR_MODES = (EXECUTORS_AUTO, EXECUTORS_CHILD_PROCESS, EXECUTORS_IN_PROCESS)
 CHILD_PROCESSES_FROM_BYTES = 10_000_000
 
+# The DirectRunner stages nothing, but TFX 1.16 builds an sdist of its own install directory
+# for every Beam component whose arguments name no dependency (--setup_file, --extra_packages,
+# ...): 2-3 s and 49 MB left in /tmp per component per run, and a copy that fails when another
+# process writes a .pyc into that directory meanwhile. Naming this project's setup.py (what a
+# remote runner would need anyway) skips it.
 PROJECT_SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                   "setup.py")
 BEAM_DEPENDENCY_FLAGS = ("--setup_file", "--extra_package", "--requirements_file",
