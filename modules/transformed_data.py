@@ -31,9 +31,10 @@ def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed
   """
   if cache:
     columns = load_columns(patterns, feature_spec, keep)
-    rows = tf.data.Dataset.range(_num_rows(columns))
+    num_rows = _num_rows(columns)
+    rows = tf.data.Dataset.range(num_rows)
     if shuffle:
-      rows = rows.shuffle(_num_rows(columns), seed=seed, reshuffle_each_iteration=True)
+      rows = rows.shuffle(num_rows, seed=seed, reshuffle_each_iteration=True)
     ds = rows.batch(batch_size).map(lambda index: _take(columns, index),
                                     num_parallel_calls=tf.data.AUTOTUNE)
   else:
@@ -99,14 +100,8 @@ def sample_batch(patterns, feature_spec, size: int = 16):
 
 def columns(patterns, feature_spec, names) -> Dict[str, np.ndarray]:
   """Dense scalar transformed features of every example, as numpy vectors."""
-  ds = tf.data.TFRecordDataset(expand(patterns), compression_type="GZIP").batch(8192)
-  spec = {name: feature_spec[name] for name in names}
-  parts = {name: [] for name in names}
-  for batch in ds:
-    parsed = tf.io.parse_example(batch, spec)
-    for name in names:
-      parts[name].append(parsed[name].numpy().reshape(-1))
-  return {name: np.concatenate(values) for name, values in parts.items()}
+  loaded = load_columns(patterns, {name: feature_spec[name] for name in names})
+  return {name: value.numpy().reshape(-1) for name, value in loaded.items()}
 
 
 def categorical_sizes(tft_output) -> Dict[str, int]:

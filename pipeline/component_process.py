@@ -31,6 +31,7 @@ from absl import logging
 from tfx.orchestration.portable import base_executor_operator
 from tfx.orchestration.portable import launcher
 from tfx.proto.orchestration import executable_spec_pb2
+from tfx.proto.orchestration import execution_result_pb2
 
 from modules import training_progress
 
@@ -65,7 +66,6 @@ class ChildProcessExecutorOperator(base_executor_operator.BaseExecutorOperator):
     super().__init__(executor_spec)
 
   def run_executor(self, execution_info):
-    from tfx.proto.orchestration import execution_result_pb2  # pylint: disable=g-import-not-at-top
     spec = self._executor_spec
     class_path = (spec.python_executor_spec.class_path
                   if isinstance(spec, executable_spec_pb2.BeamExecutableSpec) else spec.class_path)

@@ -181,8 +181,8 @@ class PipelineConfig:
     """Whether a local run gives each executor its own process (see EXECUTOR_MODES)."""
     if self.executors != EXECUTORS_AUTO:
       return self.executors == EXECUTORS_CHILD_PROCESS
-    ratings = layouts.LAYOUTS[self.layout].path(self.layout_dir,
-                                                layouts.LAYOUTS[self.layout].ratings_file)
+    layout = layouts.LAYOUTS[self.layout]
+    ratings = layout.path(self.layout_dir, layout.ratings_file)
     try:
       return os.path.getsize(ratings) >= CHILD_PROCESSES_FROM_BYTES
     except OSError:  # remote or unreadable here: assume large

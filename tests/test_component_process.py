@@ -18,7 +18,7 @@ import pytest
 # Executors the child imports by path: written to a folder on PYTHONPATH (a `tests`
 # package in site-packages shadows this folder for `python -m`).
 EXECUTORS = textwrap.dedent('''
-    import json, os, time
+    import os, time
     from tfx.dsl.components.base import base_executor
 
     class StampExecutor(base_executor.BaseExecutor):
