@@ -168,6 +168,23 @@ def _temporal_cutoff(batches: beam.PCollection, train_fraction: float) -> beam.p
       | "Cutoff" >> beam.Map(lambda q: q[round(train_fraction * 100)] if q else 0))
 
 
+class _WriteExamples(beam.PTransform):
+  """Serialized Examples (bytes) to gzipped TFRecords in a split folder, as TFX's WriteSplit
+  writes them but without its Reshuffle: keyed by a random number each, every example
+  was held in the in-memory DirectRunner's shuffle before the first was written (this
+  executor alone on 1M ratings: 2,365 -> 1,118 MiB peak, 60 -> 40 s; the same Examples).
+  The examples need no order (every reader shuffles or aggregates), and on a distributed
+  runner the encoding before this write is already spread by the ratings' Reshuffle."""
+
+  def __init__(self, split_uri: str):
+    super().__init__()
+    self._prefix = os.path.join(split_uri, write_split.DEFAULT_FILE_NAME)
+
+  def expand(self, examples):
+    return examples | "WriteToTFRecord" >> beam.io.WriteToTFRecord(
+        self._prefix, file_name_suffix=".gz")  # compression from the suffix: gzip
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
   """Reads a GroupLens MovieLens directory; writes ratings and catalogue Examples."""
 
@@ -200,8 +217,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     file_format = example_gen_pb2.FORMAT_TFRECORDS_GZIP
 
     def write(pcoll, artifact, split, label):
-      return pcoll | f"Write[{label}]" >> write_split.WriteSplit(
-          artifact_utils.get_split_uri([artifact], split), file_format, exec_properties)
+      return pcoll | f"Write[{label}]" >> _WriteExamples(
+          artifact_utils.get_split_uri([artifact], split))
 
     pipeline = self._make_beam_pipeline()
     batches = (pipeline
@@ -232,7 +249,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       write(rating_examples[split], examples, split, split)
     catalogue = (pipeline
                  | "Movies" >> beam.Create(sorted(movies.values(), key=lambda m: m.movie_id))
-                 | "MovieToExample" >> beam.Map(encoding.movie_example))
+                 | "MovieToExample" >> beam.Map(
+                     lambda movie: encoding.movie_example(movie).SerializeToString()))
     write(catalogue, candidates, F.CATALOG_SPLIT, "candidates")
 
     result = pipeline.run()
