@@ -39,3 +39,19 @@ def tfx_artifact(run, node: str, key: str):
   if "split_names" in proto.properties:
     artifact.split_names = proto.properties["split_names"].string_value
   return artifact
+
+
+def train_retrieval(run, overrides: dict, serving_dir: str) -> dict:
+  """Trains a retrieval model with `overrides` (RetrievalHParams) on the run's Transform
+  output, as its Trainer does, and exports it into serving_dir; returns the training
+  summary."""
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
+  from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
+  transformed = run.output("Transform", "transformed_examples").uri
+  tft_output = tft.TFTransformOutput(run.output("Transform", "transform_graph").uri)
+  files = lambda split: os.path.join(transformed, f"Split-{split}", "*")
+  model, summary = retrieval_trainer.train(files("train"), files("eval"), tft_output,
+                                           RetrievalHParams.from_dict(overrides))
+  retrieval_trainer.export(model, tft_output, serving_dir, summary)
+  return summary

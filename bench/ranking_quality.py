@@ -23,11 +23,13 @@ cannot learn around), and with --ablation the re-ranker without each feature.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import tempfile
 import time
+from typing import Any, Dict
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -92,18 +94,38 @@ def fit_reranker(train_x, train_y, eval_x, columns, hidden=(), epochs=10, seed=0
   return model.predict(xe, batch_size=256, verbose=0)
 
 
-def train_holdout_retrieval(run, holdout: int, serving_dir: str) -> dict:
-  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-  from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
-  from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
-  transformed = run.output("Transform", "transformed_examples").uri
-  tft_output = tft.TFTransformOutput(run.output("Transform", "transform_graph").uri)
-  files = lambda split: os.path.join(transformed, f"Split-{split}", "*")
-  model, summary = retrieval_trainer.train(
-      files("train"), files("eval"), tft_output,
-      RetrievalHParams.from_dict({"holdout_per_user": holdout}))
-  retrieval_trainer.export(model, tft_output, serving_dir, summary)
-  return summary
+@dataclasses.dataclass
+class RunRows:
+  """A run's ratings as the re-ranking benchmarks index them."""
+  examples: Any  # the run's ratings Examples artifact (pipeline_run.tfx_artifact)
+  train: Dict[str, np.ndarray]  # train split columns: user and movie id, timestamp, rating
+  data: Any  # the RetrievalEvaluator's EvalSet (eval rows, catalogue, causal histories)
+  keep: np.ndarray  # [train rows] True where the movie is in the catalogue
+  users: np.ndarray  # [train rows] user index into data.user_ids
+  items: np.ndarray  # [train rows] catalogue index (-1: not in the catalogue)
+  seconds: np.ndarray  # [train rows] unix seconds
+
+  @classmethod
+  def load(cls, run) -> "RunRows":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from components import examples_io  # pylint: disable=g-import-not-at-top
+    from components.retrieval_evaluator import eval_set as eval_set_lib  # pylint: disable=g-import-not-at-top
+    from modules import features as F  # pylint: disable=g-import-not-at-top
+    examples = pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "examples")
+    train = examples_io.split_columns(examples, F.TRAIN_SPLIT, {
+        F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64,
+        F.USER_RATING: tf.float32})
+    data = eval_set_lib.build(
+        examples_io.read_serialized(pipeline_run.tfx_artifact(
+            run, "MovieLensExampleGen", "candidates"), F.CATALOG_SPLIT),
+        train, examples_io.read_serialized(examples, F.EVAL_SPLIT))
+    user_index = {u: i for i, u in enumerate(data.user_ids)}
+    item_index = {m: i for i, m in enumerate(data.catalogue_ids)}
+    return cls(examples, train, data,
+               np.array([m in item_index for m in train[F.MOVIE_ID]]),
+               np.array([user_index[u] for u in train[F.USER_ID]]),
+               np.array([item_index.get(m, -1) for m in train[F.MOVIE_ID]]),
+               train[F.TIMESTAMP].astype(np.int64))
 
 
 def separation(x, y):
@@ -127,7 +149,6 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components import examples_io  # pylint: disable=g-import-not-at-top
-  from components.retrieval_evaluator import eval_set as eval_set_lib  # pylint: disable=g-import-not-at-top
   from modules import features as F  # pylint: disable=g-import-not-at-top
   from modules import ranking_holdout, ranking_trainer, retrieval_export  # pylint: disable=g-import-not-at-top
   from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
@@ -141,14 +162,8 @@ def main(argv=None) -> int:
   ranking_uri = run.output("RankingTrainer", "model").uri
   with open(os.path.join(ranking_uri, "Format-Serving", ranking_trainer.TRAINING_FILE)) as f:
     training = json.load(f)
-  examples = pipeline_run.tfx_artifact(run, "MovieLensExampleGen", "examples")
-  train = examples_io.split_columns(examples, F.TRAIN_SPLIT, {
-      F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64,
-      F.USER_RATING: tf.float32})
-  data = eval_set_lib.build(
-      examples_io.read_serialized(pipeline_run.tfx_artifact(
-          run, "MovieLensExampleGen", "candidates"), F.CATALOG_SPLIT),
-      train, examples_io.read_serialized(examples, F.EVAL_SPLIT))
+  loaded = RunRows.load(run)
+  examples, train, data = loaded.examples, loaded.train, loaded.data
   rows = np.arange(len(data.eval_items))
   model_dir = lambda node: path_utils.serving_model_dir(run.output(node, "model").uri)
 
@@ -167,18 +182,14 @@ def main(argv=None) -> int:
               top_k_rates(np.argsort(-predicted, axis=1, kind="stable"), labels))]
 
   # 2. The re-ranker, on a retrieval model that left each user's newest ratings out.
-  user_index = {u: i for i, u in enumerate(data.user_ids)}
-  item_index = {m: i for i, m in enumerate(data.catalogue_ids)}
-  keep = np.array([m in item_index for m in train[F.MOVIE_ID]])
-  t_users = np.array([user_index[u] for u in train[F.USER_ID]])
-  t_items = np.array([item_index.get(m, -1) for m in train[F.MOVIE_ID]])
-  t_seconds = train[F.TIMESTAMP].astype(np.int64)
+  keep, t_users, t_items, t_seconds = loaded.keep, loaded.users, loaded.items, loaded.seconds
   held = np.flatnonzero(ranking_holdout.holdout_mask(
       t_users, t_seconds, args.holdout, len(data.user_ids)) & keep)
   train_serialized = examples_io.read_serialized(examples, F.TRAIN_SPLIT)  # rows as `train`
   started = time.monotonic()
   with tempfile.TemporaryDirectory() as variant_dir:
-    summary = train_holdout_retrieval(run, args.holdout, variant_dir)
+    summary = pipeline_run.train_retrieval(run, {"holdout_per_user": args.holdout},
+                                           variant_dir)
     variant = retrieval_export.RetrievalModelPair(variant_dir)
     lists = {}
     for name, (serialized, users, items, times) in {

@@ -48,17 +48,10 @@ def table(rows):
 def train_variant(run, data, overrides):
   """(metrics, training summary) of a retrieval model trained with `overrides` on the
   run's Transform output, exported and scored like the pushed one."""
-  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
   from components.retrieval_evaluator import evaluate  # pylint: disable=g-import-not-at-top
-  from modules import retrieval_export, retrieval_trainer  # pylint: disable=g-import-not-at-top
-  from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
-  transformed = run.output("Transform", "transformed_examples").uri
-  tft_output = tft.TFTransformOutput(run.output("Transform", "transform_graph").uri)
-  files = lambda split: os.path.join(transformed, f"Split-{split}", "*")
-  model, summary = retrieval_trainer.train(files("train"), files("eval"), tft_output,
-                                           RetrievalHParams.from_dict(overrides))
+  from modules import retrieval_export  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as serving_dir:
-    retrieval_trainer.export(model, tft_output, serving_dir, summary)
+    summary = pipeline_run.train_retrieval(run, overrides, serving_dir)
     metrics = evaluate.evaluate_model(retrieval_export.RetrievalModelPair(serving_dir), data)
   return metrics, summary
 
