@@ -6,7 +6,8 @@
 # ranking on ml-100k (re-ranker ablation), ScaNN at 1.68M candidates, serving latency, HTTP
 # throughput and a 10-minute soak with a push a minute (prints figures; not part of `make test`).
 # `make bench-scale`: the whole pipeline cold on synthetic 100k and 1M ratings, each
-# component's seconds and peak memory (about 17 minutes; SIZES=100k,1m,10m for the 10M run).
+# component's seconds and peak memory (about 13 minutes; SIZES=100k,1m,10m adds the 10M run:
+# some 2 hours, not measured whole yet).
 PYTHON ?= $(shell command -v python3.10 2>/dev/null || echo $$HOME/.pyenv/versions/3.10.13/bin/python)
 VENV := .venv
 STAMP := $(VENV)/.installed
