@@ -74,24 +74,30 @@ def retrieve(pair, data, serialized, users, items, times, n=N_RETRIEVED):
           (top == np.asarray(items)[:, None]).astype(np.float32), candidates)
 
 
-def fit_reranker(train_x, train_y, eval_x, columns, hidden=(), epochs=10, seed=0):
-  """A list-wise scorer (softmax over each list) on `columns` of the features;
+def fit_reranker(train_x, train_y, eval_x, columns=None, hidden=(), epochs=10, seed=0,
+                 excluded=None):
+  """A list-wise scorer (softmax over each list) on `columns` of the features (None:
+  all); `excluded` [n, N], True for candidates left out of a training list's softmax;
   returns eval scores [n, N]."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(seed)
+  columns = list(range(train_x.shape[-1])) if columns is None else columns
   x, xe = train_x[..., columns], eval_x[..., columns]
   flat = x.reshape(-1, len(columns))
   mean, std = flat.mean(0), flat.std(0) + 1e-6
-  inputs = tf.keras.Input((None, len(columns)))
+  inputs, mask = tf.keras.Input((None, len(columns))), tf.keras.Input((None,))
   h = (inputs - mean) / std
   for units in hidden:
     h = tf.keras.layers.Dense(units, activation="relu")(h)
-  model = tf.keras.Model(inputs, tf.squeeze(tf.keras.layers.Dense(1)(h), -1))
+  logits = tf.squeeze(tf.keras.layers.Dense(1)(h), -1) - 1e9 * mask
+  model = tf.keras.Model([inputs, mask], logits)
   model.compile(tf.keras.optimizers.Adam(3e-3),
                 loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
-  model.fit(x, train_y / train_y.sum(1, keepdims=True), batch_size=64, epochs=epochs,
-            verbose=0)
-  return model.predict(xe, batch_size=256, verbose=0)
+  excluded = (np.zeros(train_y.shape, np.float32) if excluded is None
+              else excluded.astype(np.float32))
+  model.fit([x, excluded], train_y / train_y.sum(1, keepdims=True), batch_size=64,
+            epochs=epochs, verbose=0)
+  return model.predict([xe, np.zeros(xe.shape[:2], np.float32)], batch_size=256, verbose=0)
 
 
 @dataclasses.dataclass

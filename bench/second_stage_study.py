@@ -70,27 +70,6 @@ def later_rated(data, users, times, items, top):
   return mask
 
 
-def fit_masked(x, y, x_eval, hidden=(), excluded=None, epochs=10, seed=0):
-  """rq.fit_reranker with `excluded` candidates left out of each training softmax."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.keras.utils.set_random_seed(seed)
-  flat = x.reshape(-1, x.shape[-1])
-  mean, std = flat.mean(0), flat.std(0) + 1e-6
-  features, mask = tf.keras.Input((None, x.shape[-1])), tf.keras.Input((None,))
-  h = (features - mean) / std
-  for units in hidden:
-    h = tf.keras.layers.Dense(units, activation="relu")(h)
-  logits = tf.squeeze(tf.keras.layers.Dense(1)(h), -1) - 1e9 * mask
-  model = tf.keras.Model([features, mask], logits)
-  model.compile(tf.keras.optimizers.Adam(3e-3),
-                loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
-  excluded = np.zeros(y.shape, np.float32) if excluded is None else excluded.astype(np.float32)
-  model.fit([x, excluded], y / y.sum(1, keepdims=True), batch_size=64, epochs=epochs,
-            verbose=0)
-  return model.predict([x_eval, np.zeros(x_eval.shape[:2], np.float32)], batch_size=256,
-                       verbose=0)
-
-
 def newest(histories, n, pad):
   """[rows, n] each history's n newest movies, newest first, padded with `pad`."""
   out = np.full((len(histories), n), pad, np.int32)
@@ -197,10 +176,10 @@ def main(argv=None) -> int:
   masked = later_rated(data, holdout["users"], holdout["times"], holdout["items"],
                        holdout["top"])
   for name, hidden in [("linear", ()), ("MLP 32", (32,))]:
-    results.append((f"holdout lists, {name}", rates(fit_masked(
-        holdout["x"][h], holdout["y"][h], evals["x"], hidden))))
-    results.append((f"holdout lists, later masked, {name}", rates(fit_masked(
-        holdout["x"][h], holdout["y"][h], evals["x"], hidden, masked[h]))))
+    results.append((f"holdout lists, {name}", rates(rq.fit_reranker(
+        holdout["x"][h], holdout["y"][h], evals["x"], hidden=hidden))))
+    results.append((f"holdout lists, later masked, {name}", rates(rq.fit_reranker(
+        holdout["x"][h], holdout["y"][h], evals["x"], hidden=hidden, excluded=masked[h]))))
 
   order = np.lexsort((-in_sample["times"], in_sample["users"]))
   position = np.empty(len(order), np.int64)  # 0 = the user's newest training rating
@@ -212,8 +191,8 @@ def main(argv=None) -> int:
     rows = s if newest_n is None else s & (position < newest_n)
     for key, extra in [("x", ""), ("x_extra", " + popularity vs recent")]:
       for name, hidden in [("linear", ()), ("MLP 32", (32,))]:
-        results.append((f"in-sample lists ({label}){extra}, {name}", rates(fit_masked(
-            in_sample[key][rows], in_sample["y"][rows], evals[key], hidden,
+        results.append((f"in-sample lists ({label}){extra}, {name}", rates(rq.fit_reranker(
+            in_sample[key][rows], in_sample["y"][rows], evals[key], hidden=hidden,
             epochs=5 if newest_n is None else 10))))
 
   tf.keras.utils.set_random_seed(0)
