@@ -41,10 +41,10 @@ def tfx_artifact(run, node: str, key: str):
   return artifact
 
 
-def train_retrieval(run, overrides: dict, serving_dir: str) -> dict:
+def train_retrieval(run, overrides: dict, serving_dir: str = None) -> dict:
   """Trains a retrieval model with `overrides` (RetrievalHParams) on the run's Transform
-  output, as its Trainer does, and exports it into serving_dir; returns the training
-  summary."""
+  output, as its Trainer does, and exports it into serving_dir (None: not exported);
+  returns the training summary."""
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
   from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
   from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
@@ -53,5 +53,6 @@ def train_retrieval(run, overrides: dict, serving_dir: str) -> dict:
   files = lambda split: os.path.join(transformed, f"Split-{split}", "*")
   model, summary = retrieval_trainer.train(files("train"), files("eval"), tft_output,
                                            RetrievalHParams.from_dict(overrides))
-  retrieval_trainer.export(model, tft_output, serving_dir, summary)
+  if serving_dir:
+    retrieval_trainer.export(model, tft_output, serving_dir, summary)
   return summary

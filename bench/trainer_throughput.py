@@ -26,20 +26,15 @@ from bench.retrieval_quality import parse_variant
 
 
 def train_once(output_dir: str, overrides: dict) -> dict:
-  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-  from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
-  from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
+  from bench import pipeline_run  # pylint: disable=g-import-not-at-top
+  from movrec import paths  # pylint: disable=g-import-not-at-top
   from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
   from pipeline import inspect_store  # pylint: disable=g-import-not-at-top
-  config = config_lib.PipelineConfig(output_dir=output_dir)
-  run = inspect_store.run_summary.latest_run(inspect_store.connect(config.metadata_path),
-                                             config.pipeline_name)
-  transformed = run.output("Transform", "transformed_examples").uri
-  files = lambda split: os.path.join(transformed, f"Split-{split}", "*")
-  _, summary = retrieval_trainer.train(
-      files("train"), files("eval"),
-      tft.TFTransformOutput(run.output("Transform", "transform_graph").uri),
-      RetrievalHParams.from_dict(overrides))
+  where = argparse.Namespace(output_dir=output_dir, metadata=None,
+                             pipeline_name=config_lib.DEFAULT_PIPELINE_NAME)
+  run = inspect_store.run_summary.latest_run(
+      inspect_store.connect(paths.metadata_path(where)), where.pipeline_name)
+  summary = pipeline_run.train_retrieval(run, overrides)
   return {"ratings_per_second": summary["examples_per_second"],
           "train_seconds": summary["train_seconds"], "ratings": summary["train_examples"],
           "final_loss": summary["final_loss"], "final_eval_loss": summary["final_eval_loss"],
