@@ -154,8 +154,8 @@ def main(argv=None) -> int:
                                    [r["year"] for r in records], embeddings)
     x = rf.features(log, transitions, catalogue, histories, query[3], top, scores)
     extra = popularity_vs_recent(log, histories, query[3], x)
-    return dict(top=top, y=y, x=x, x_extra=np.concatenate([x, extra], -1), users=query[1],
-                items=query[2], times=query[3], histories=histories)
+    return dict(top=top, scores=scores, y=y, x=x, x_extra=np.concatenate([x, extra], -1),
+                users=query[1], items=query[2], times=query[3], histories=histories)
 
   pushed = retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(
       run.output("RetrievalTrainer", "model").uri))
@@ -212,10 +212,7 @@ def main(argv=None) -> int:
     results.append((f"learned ranker, epoch {epoch}",
                     rates(model.predict(eval_inputs, batch_size=256, verbose=0))))
 
-  pushed_scores = np.einsum(
-      "nd,nkd->nk", pushed.embed_query_examples(data.eval_serialized),
-      pushed.embed_candidate_examples(data.catalogue_serialized)[0][evals["top"]])
-  total, members = pushed_scores.copy(), ["pushed"]
+  total, members = evals["scores"].copy(), ["pushed"]
   for name, overrides in ENSEMBLE.items():
     scores = ensemble_scores(run, data, evals["top"], overrides)
     results.append((f"retrieval, {name}, alone on these candidates", rates(scores)))
