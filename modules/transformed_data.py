@@ -32,16 +32,25 @@ def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed
   if cache:
     columns = load_columns(patterns, feature_spec, keep)
     num_rows = _num_rows(columns)
-    rows = tf.data.Dataset.range(num_rows)
-    if shuffle:
-      rows = rows.shuffle(num_rows, seed=seed, reshuffle_each_iteration=True)
-    ds = rows.batch(batch_size).map(lambda index: _take(columns, index),
-                                    num_parallel_calls=tf.data.AUTOTUNE)
+    rows = (_shuffled_batches(num_rows, batch_size, seed) if shuffle
+            else tf.data.Dataset.range(num_rows).batch(batch_size))
+    ds = rows.map(lambda index: _take(columns, index), num_parallel_calls=tf.data.AUTOTUNE)
   else:
     ds = _parsed(patterns, feature_spec, keep).batch(batch_size)
   if label_key:  # (features, label) pairs for Keras' compiled losses
     ds = ds.map(lambda f: ({k: v for k, v in f.items() if k != label_key}, f[label_key]))
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled_batches(num_rows: int, batch_size: int, seed: int) -> tf.data.Dataset:
+  """Batches of row indices, a new permutation of all rows every iteration (epoch),
+  the same sequence of permutations for the same seed. The permutation is one int64
+  tensor: a tf.data shuffle buffer of every row index instead held ~190 bytes per row
+  (1.5 GiB at 8M ratings)."""
+  epoch_seeds = tf.data.Dataset.random(seed, rerandomize_each_iteration=True).take(1)
+  return epoch_seeds.flat_map(lambda s: tf.data.Dataset.from_tensor_slices(
+      tf.random.experimental.stateless_shuffle(tf.range(num_rows, dtype=tf.int64),
+                                               seed=tf.stack([s, 0]))).batch(batch_size))
 
 
 def _parsed(patterns, feature_spec, keep=None) -> tf.data.Dataset:
