@@ -41,17 +41,33 @@ def tfx_artifact(run, node: str, key: str):
   return artifact
 
 
+def _transform_output(run):
+  """(train files, eval files, TFTransformOutput) of the run's Transform."""
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  transformed = run.output("Transform", "transformed_examples").uri
+  tft_output = tft.TFTransformOutput(run.output("Transform", "transform_graph").uri)
+  files = lambda split: os.path.join(transformed, f"Split-{split}", "*")
+  return files("train"), files("eval"), tft_output
+
+
+def train_ranking(run, overrides: dict) -> dict:
+  """Trains a ranking model with `overrides` (RankingHParams) on the run's Transform
+  output, as its Trainer does (not exported); returns the training summary."""
+  from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
+  from modules.hparams import RankingHParams  # pylint: disable=g-import-not-at-top
+  _, summary = ranking_trainer.train(*_transform_output(run),
+                                     RankingHParams.from_dict(overrides))
+  return summary
+
+
 def train_retrieval(run, overrides: dict, serving_dir: str = None) -> dict:
   """Trains a retrieval model with `overrides` (RetrievalHParams) on the run's Transform
   output, as its Trainer does, and exports it into serving_dir (None: not exported);
   returns the training summary."""
-  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
   from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
   from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
-  transformed = run.output("Transform", "transformed_examples").uri
-  tft_output = tft.TFTransformOutput(run.output("Transform", "transform_graph").uri)
-  files = lambda split: os.path.join(transformed, f"Split-{split}", "*")
-  model, summary = retrieval_trainer.train(files("train"), files("eval"), tft_output,
+  train_files, eval_files, tft_output = _transform_output(run)
+  model, summary = retrieval_trainer.train(train_files, eval_files, tft_output,
                                            RetrievalHParams.from_dict(overrides))
   if serving_dir:
     retrieval_trainer.export(model, tft_output, serving_dir, summary)

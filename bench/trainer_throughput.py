@@ -1,9 +1,10 @@
-"""The retrieval Trainer alone on an earlier run's Transform output: ratings/s per variant.
+"""One Trainer alone on an earlier run's Transform output: ratings/s per variant.
 
-Each variant (RetrievalHParams overrides) trains in a fresh process, one after the
-other, with `modules.retrieval_trainer.train` exactly as the pipeline's Trainer calls it
-(no export); prints ratings/s over all epochs, wall seconds, final train / eval loss and
-the process's peak resident memory. For the 1M figures, first `make bench-scale`, then:
+Each variant (RetrievalHParams, or with `--trainer ranking` RankingHParams, overrides)
+trains in a fresh process, one after the other, with `modules.retrieval_trainer.train`
+(or `ranking_trainer.train`) exactly as the pipeline's Trainer calls it (no export);
+prints ratings/s over all epochs, wall seconds, final train / eval loss (ranking: RMSE)
+and the process's peak resident memory. For the 1M figures, first `make bench-scale`, then:
 
   .venv/bin/python -m bench.trainer_throughput --output-dir outputs/bench-scale/run-1m \\
       --variant 'adam:optimizer="adam"' --variant 'lazy_adam:optimizer="lazy_adam"'
@@ -25,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench.retrieval_quality import parse_variant
 
 
-def train_once(output_dir: str, overrides: dict) -> dict:
+def train_once(output_dir: str, trainer: str, overrides: dict) -> dict:
   from bench import pipeline_run  # pylint: disable=g-import-not-at-top
   from movrec import paths  # pylint: disable=g-import-not-at-top
   from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -34,10 +35,15 @@ def train_once(output_dir: str, overrides: dict) -> dict:
                              pipeline_name=config_lib.DEFAULT_PIPELINE_NAME)
   run = inspect_store.run_summary.latest_run(
       inspect_store.connect(paths.metadata_path(where)), where.pipeline_name)
-  summary = pipeline_run.train_retrieval(run, overrides)
+  if trainer == "ranking":
+    summary = pipeline_run.train_ranking(run, overrides)
+    losses = summary["train_rmse"], summary["eval_rmse"]
+  else:
+    summary = pipeline_run.train_retrieval(run, overrides)
+    losses = summary["final_loss"], summary["final_eval_loss"]
   return {"ratings_per_second": summary["examples_per_second"],
           "train_seconds": summary["train_seconds"], "ratings": summary["train_examples"],
-          "final_loss": summary["final_loss"], "final_eval_loss": summary["final_eval_loss"],
+          "final_loss": losses[0], "final_eval_loss": losses[1],
           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -77,8 +83,10 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--output-dir", help="the earlier run's --output-dir")
+  parser.add_argument("--trainer", choices=("retrieval", "ranking"), default="retrieval")
   parser.add_argument("--variant", action="append", default=[],
-                      help="'name:key=json,key=json' (RetrievalHParams); default: the defaults")
+                      help="'name:key=json,key=json' (RetrievalHParams or RankingHParams); "
+                           "default: the defaults")
   parser.add_argument("--optimizer-step", metavar="USERS,USERS",
                       help="instead: ms per optimizer step on a toy batch for these table sizes")
   parser.add_argument("--one", help=argparse.SUPPRESS)  # a child's overrides (JSON)
@@ -92,17 +100,19 @@ def main(argv=None) -> int:
   if not args.output_dir:
     parser.error("--output-dir is required (or --optimizer-step)")
   if args.one is not None:
-    print(json.dumps(train_once(args.output_dir, json.loads(args.one))))
+    print(json.dumps(train_once(args.output_dir, args.trainer, json.loads(args.one))))
     return 0
-  print(f"{'variant':<24}{'ratings/s':>11}{'train s':>9}{'loss':>10}{'eval loss':>11}"
+  loss = "rmse" if args.trainer == "ranking" else "loss"
+  print(f"{'variant':<24}{'ratings/s':>11}{'train s':>9}{loss:>10}{'eval ' + loss:>11}"
         f"{'peak MiB':>10}")
   for name, overrides in [parse_variant(v) for v in args.variant] or [("defaults", {})]:
     child = subprocess.run([sys.executable, "-m", "bench.trainer_throughput", "--output-dir",
-                            args.output_dir, "--one", json.dumps(overrides)],
+                            args.output_dir, "--trainer", args.trainer,
+                            "--one", json.dumps(overrides)],
                            check=True, stdout=subprocess.PIPE, text=True)
     r = json.loads(child.stdout.strip().splitlines()[-1])
     print(f"{name:<24}{r['ratings_per_second']:>11,.0f}{r['train_seconds']:>9.0f}"
-          f"{r['final_loss']:>10.1f}{r['final_eval_loss']:>11.1f}{r['peak_mib']:>10,.0f}",
+          f"{r['final_loss']:>10.4g}{r['final_eval_loss']:>11.4g}{r['peak_mib']:>10,.0f}",
           flush=True)
   return 0
 

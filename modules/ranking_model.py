@@ -9,8 +9,9 @@ Transform's output, including the sparse genre ids, into them), so it converts t
 TensorFlow Lite as it is.
 """
 
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -23,6 +24,7 @@ USER_ID, MOVIE_ID = _xf(F.USER_ID), _xf(F.MOVIE_ID)
 CATEGORICAL = (_xf(F.USER_GENDER), _xf(F.USER_OCCUPATION), _xf(F.USER_ZIP_PREFIX),
                _xf(F.USER_AGE_BUCKET), _xf(F.TIMESTAMP_BUCKET))
 NUMERIC = (_xf(F.USER_AGE), _xf(F.TIMESTAMP), _xf(F.MOVIE_RELEASE_YEAR))
+EMBEDDED = (USER_ID, MOVIE_ID) + CATEGORICAL  # the inputs looked up in embedding tables
 GENRES = _xf(F.MOVIE_GENRES)
 GENRES_MULTI_HOT = "movie_genres_multi_hot"
 # Raw features the exported ranking signatures take (the label is not one of them).
@@ -33,6 +35,11 @@ def core_input_names(available: Sequence[str]) -> list:
   """The dense inputs of RankingCore, given the transformed features the data has."""
   names = [USER_ID, MOVIE_ID] + [f for f in CATEGORICAL + NUMERIC if f in available]
   return names + [GENRES_MULTI_HOT]
+
+
+def transformed_inputs(names: Sequence[str]) -> list:
+  """The transformed features `core_inputs` reads for these RankingCore inputs."""
+  return [GENRES if name == GENRES_MULTI_HOT else name for name in names]
 
 
 def core_inputs(transformed: Mapping[str, tf.Tensor], names: Sequence[str],
@@ -58,7 +65,8 @@ class RankingCore(tf.keras.Model):
   """Dense inputs → predicted rating [batch, 1]."""
 
   def __init__(self, sizes: Mapping[str, int], names: Sequence[str], hparams: RankingHParams,
-               global_mean: float, **kwargs):
+               global_mean: float, row_counts: Optional[Mapping[str, np.ndarray]] = None,
+               **kwargs):
     super().__init__(**kwargs)
     self.names = list(names)
     reg = tf.keras.regularizers.l2(hparams.l2) if hparams.l2 else None
@@ -70,13 +78,18 @@ class RankingCore(tf.keras.Model):
         dim = hparams.feature_embedding_dim
       else:
         continue
-      self.embeddings[name] = warm_start.tag(tf.keras.layers.Embedding(
-          sizes[name], dim, embeddings_regularizer=reg), name)
+      self.embeddings[name] = warm_start.tag(tf.keras.layers.Embedding(sizes[name], dim), name)
     self.user_bias = warm_start.tag(tf.keras.layers.Embedding(
-        sizes[USER_ID], 1, embeddings_initializer="zeros", embeddings_regularizer=reg), USER_ID)
+        sizes[USER_ID], 1, embeddings_initializer="zeros"), USER_ID)
     self.movie_bias = warm_start.tag(tf.keras.layers.Embedding(
-        sizes[MOVIE_ID], 1, embeddings_initializer="zeros", embeddings_regularizer=reg),
-                                     MOVIE_ID)
+        sizes[MOVIE_ID], 1, embeddings_initializer="zeros"), MOVIE_ID)
+    self.embedding_l2, self.row_weights = hparams.embedding_l2, None
+    if hparams.embedding_l2:
+      if row_counts is None:
+        raise ValueError("embedding_l2 > 0 needs row_counts (training examples per "
+                         "embedding row, see `row_counts`)")
+      self.row_weights = {name: _inverse_frequencies(row_counts[name])
+                          for name in self.embeddings}
     self.crosses = [tfrs.layers.dcn.Cross(projection_dim=hparams.cross_projection_dim or None,
                                           kernel_regularizer=reg)
                     for _ in range(hparams.cross_layers)]
@@ -88,10 +101,11 @@ class RankingCore(tf.keras.Model):
 
   @tf.autograph.experimental.do_not_convert  # as retrieval_model.Tower.call
   def call(self, inputs, training=False):
-    parts = []
+    parts, rows = [], []
     for name in self.names:
       if name in self.embeddings:
         parts.append(self.embeddings[name](inputs[name]))
+        rows.append((name, parts[-1]))
       elif name == GENRES_MULTI_HOT:
         parts.append(inputs[name])
       else:
@@ -104,8 +118,41 @@ class RankingCore(tf.keras.Model):
       x = layer(x)
       if self.dropout is not None:
         x = self.dropout(x, training=training)
-    bias = self.user_bias(inputs[USER_ID]) + self.movie_bias(inputs[MOVIE_ID])
-    return self.global_mean + bias + self.out(x)
+    user_bias, movie_bias = self.user_bias(inputs[USER_ID]), self.movie_bias(inputs[MOVIE_ID])
+    if training and self.row_weights is not None:
+      self.add_loss(self.embedding_l2 * self._row_penalty(
+          inputs, dict(rows), {USER_ID: user_bias, MOVIE_ID: movie_bias}))
+    return self.global_mean + user_bias + movie_bias + self.out(x)
+
+
+  def _row_penalty(self, inputs, rows, biases):
+    """Mean over the batch of Σ n / count(row) · ‖row‖² over each example's looked-up
+    embedding and bias rows: in expectation over batches, Σ ‖row‖² over every row of
+    every table that training sees, i.e. Keras' whole-table L2 penalty. Its gradient,
+    though, touches only the batch's rows, so a step costs the same with 286,000 users
+    as with 943 and lazy_adam can skip the rest (BENCHMARKS.md, "Scale")."""
+    total = 0.0
+    for name, weights in self.row_weights.items():
+      squares = tf.reduce_sum(tf.square(rows[name]), axis=1)
+      if name in biases:
+        squares += tf.reduce_sum(tf.square(biases[name]), axis=1)
+      total += tf.gather(weights, inputs[name]) * squares
+    return tf.reduce_mean(total)
+
+
+def _inverse_frequencies(counts: np.ndarray) -> tf.Tensor:
+  """n / count per row (rows never trained on: never looked up in training, weight 0)."""
+  counts = np.asarray(counts, np.float64)
+  weights = np.divide(counts.sum(), counts, out=np.zeros_like(counts), where=counts > 0)
+  return tf.constant(weights, tf.float32)
+
+
+def row_counts(columns: Mapping[str, np.ndarray], sizes: Mapping[str, int],
+               names: Sequence[str]) -> Dict[str, np.ndarray]:
+  """Training examples per row of each embedded input among `names` (their id columns,
+  e.g. from transformed_data.columns)."""
+  return {name: np.bincount(np.asarray(columns[name], np.int64), minlength=sizes[name])
+          for name in names if name in EMBEDDED}
 
 
 class RankingEnsemble(tf.keras.Model):
@@ -135,9 +182,13 @@ class RankingModel(tf.keras.Model):
 
 
 def build(sizes: Mapping[str, int], available: Sequence[str], hparams: RankingHParams,
-          global_mean: float) -> RankingModel:
+          global_mean: float, row_counts: Optional[Mapping[str, np.ndarray]] = None
+          ) -> RankingModel:
+  """row_counts (training examples per embedding row, `row_counts`): needed when
+  hparams.embedding_l2 > 0."""
   tf.keras.utils.set_random_seed(hparams.seed)
-  core = RankingCore(sizes, core_input_names(available), hparams, global_mean, name="core")
+  core = RankingCore(sizes, core_input_names(available), hparams, global_mean, row_counts,
+                     name="core")
   return compile_model(RankingModel(core, sizes[GENRES]), hparams)
 
 

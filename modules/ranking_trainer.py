@@ -48,16 +48,23 @@ def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=
   an earlier run) when given; returns (model, summary dict)."""
   spec = tft_output.transformed_feature_spec()
   sizes = transformed_data.categorical_sizes(tft_output)
-  labels = transformed_data.columns(train_files, spec, [F.LABEL])[F.LABEL]
-  train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
-                                      seed=hparams.seed, label_key=F.LABEL)
-  eval_ds = transformed_data.dataset(eval_files, spec, 4096, label_key=F.LABEL)
+  names = ranking_model.core_input_names(list(spec))
+  ids = [n for n in names if n in ranking_model.EMBEDDED]
+  train_columns = transformed_data.columns(train_files, spec, [F.LABEL] + ids)
+  labels = train_columns[F.LABEL]
+  row_counts = ranking_model.row_counts(train_columns, sizes, ids)
+  # Only what the model reads is held in memory (not e.g. the title tokens).
+  read = ranking_model.transformed_inputs(names)
+  read_spec = {name: spec[name] for name in read + [F.LABEL]}
+  train_ds = transformed_data.dataset(train_files, read_spec, hparams.batch_size,
+                                      shuffle=True, seed=hparams.seed, label_key=F.LABEL)
+  eval_ds = transformed_data.dataset(eval_files, read_spec, 4096, label_key=F.LABEL)
   sample = transformed_data.sample_batch(train_files, spec)
   started = time.monotonic()
   members, warm = [], []
   for i in range(hparams.ensemble_size):  # independent members, different seeds
     member = ranking_model.build(sizes, list(spec), dataclasses.replace(
-        hparams, seed=hparams.seed + i), float(labels.mean()))
+        hparams, seed=hparams.seed + i), float(labels.mean()), row_counts)
     member(sample)  # creates its variables now, under its own seed
     if base_model:
       warm.append(warm_start.restore(base_model, {f"member_{i}": member.core}, tft_output))

@@ -36,6 +36,13 @@ def tiny_ratings(seed=0):
   return users, movies, ratings
 
 
+def counts(users, movies):
+  """Training examples per embedding row of `transformed(users, movies)`."""
+  columns = {_xf(F.USER_ID): users, _xf(F.MOVIE_ID): movies,
+             _xf(F.TIMESTAMP_BUCKET): np.arange(len(users)) % 3}
+  return rkm.row_counts(columns, SIZES, list(columns))
+
+
 def test_genres_become_a_multi_hot_vector():
   genres = tf.SparseTensor([[0, 0], [0, 1], [1, 0]], tf.constant([1, 3, 0], tf.int64), [2, 2])
   inputs = rkm.core_inputs({_xf(F.MOVIE_GENRES): genres}, [rkm.GENRES_MULTI_HOT], N_GENRES)
@@ -46,7 +53,8 @@ def test_genres_become_a_multi_hot_vector():
 def test_ranking_model_learns_the_crossing_on_tiny_data():
   users, movies, ratings = tiny_ratings()
   model = rkm.build(SIZES, AVAILABLE, RankingHParams(epochs=1, learning_rate=0.01, l2=0.0,
-                                                     dropout=0.0), float(ratings.mean()))
+                                                     embedding_l2=0.0, dropout=0.0),
+                    float(ratings.mean()))
   ds = tf.data.Dataset.from_tensor_slices((transformed(users, movies), ratings)).batch(64)
   before = model.evaluate(ds, verbose=0, return_dict=True)["rmse"]
   model.fit(ds, epochs=30, verbose=0)
@@ -62,7 +70,8 @@ def test_tflite_scores_like_the_savedmodel(tmp_path, members):
   ds = tf.data.Dataset.from_tensor_slices((transformed(users, movies), ratings)).batch(64)
   trained = []
   for seed in range(members):
-    member = rkm.build(SIZES, AVAILABLE, RankingHParams(seed=seed), float(ratings.mean()))
+    member = rkm.build(SIZES, AVAILABLE, RankingHParams(seed=seed), float(ratings.mean()),
+                       counts(users, movies))
     member.fit(ds, epochs=3, verbose=0)
     trained.append(member)
   model = rkm.ensemble(trained, RankingHParams())
@@ -94,7 +103,7 @@ def test_members_trained_jointly_get_the_updates_they_would_get_alone():
 
   def member(seed):
     m = rkm.build(SIZES, AVAILABLE, RankingHParams(**{**hparams.to_dict(), "seed": seed}),
-                  float(ratings.mean()))
+                  float(ratings.mean()), counts(users[:128], movies[:128]))
     m(features)  # variables now, under this seed
     return m
 
@@ -105,3 +114,51 @@ def test_members_trained_jointly_get_the_updates_they_would_get_alone():
     alone.fit(ds, epochs=2, verbose=0)
     for a, b in zip(alone.trainable_weights, joint_member.trainable_weights):
       np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_row_penalty_over_all_the_data_is_the_whole_table_l2_of_the_rows_it_trains():
+  """With every training example in one batch, Σ n / count(row) · ‖row‖² averaged over
+  the batch is exactly Σ ‖row‖² over the rows training sees (embeddings and biases)."""
+  users, movies, ratings = tiny_ratings(3)
+  users, movies = users[:50] % 7, movies[:50]  # users 7..9 and maybe some movies unseen
+  l2 = 0.01
+  model = rkm.build(SIZES, AVAILABLE, RankingHParams(l2=0.0, embedding_l2=l2),
+                    float(ratings.mean()), counts(users, movies))
+  features = transformed(users, movies)
+  model(features)
+  assert not model.losses  # serving adds no penalty
+  model(features, training=True)
+  assert len(model.losses) == 1
+  core = model.core
+  tables = {_xf(F.USER_ID): [core.embeddings[_xf(F.USER_ID)], core.user_bias],
+            _xf(F.MOVIE_ID): [core.embeddings[_xf(F.MOVIE_ID)], core.movie_bias],
+            _xf(F.TIMESTAMP_BUCKET): [core.embeddings[_xf(F.TIMESTAMP_BUCKET)]]}
+  ids = {_xf(F.USER_ID): users, _xf(F.MOVIE_ID): movies,
+         _xf(F.TIMESTAMP_BUCKET): np.arange(len(users)) % 3}
+  expected = 0.0
+  for name, layers in tables.items():
+    seen = np.unique(ids[name])
+    for layer in layers:
+      expected += float(np.square(layer.embeddings.numpy()[seen]).sum())
+  np.testing.assert_allclose(float(model.losses[0]), l2 * expected, rtol=1e-5)
+
+
+def test_a_lazy_adam_step_leaves_the_users_outside_the_batch_alone():
+  """The row penalty keeps the gradient sparse: a step on users 0 and 1 moves their rows
+  and no other user's; the next step, on users 2 and 3, leaves 0 and 1 where they are
+  (tf_keras' Adam would move them again with their moments, and a whole-table penalty
+  would move every row)."""
+  users, movies, ratings = tiny_ratings(4)
+  model = rkm.build(SIZES, AVAILABLE, RankingHParams(optimizer="lazy_adam"),
+                    float(ratings.mean()), counts(users, movies))
+  model(transformed(users[:2], movies[:2]))
+  table = model.core.embeddings[_xf(F.USER_ID)].embeddings
+  moved = []
+  for batch_users in ([0, 1], [2, 3]):
+    batch = np.isin(users, batch_users)
+    before = table.numpy()
+    model.fit(tf.data.Dataset.from_tensor_slices(
+        (transformed(users[batch], movies[batch]), ratings[batch])).batch(1000),
+              epochs=1, verbose=0)
+    moved.append(np.flatnonzero(np.abs(table.numpy() - before).sum(axis=1) > 0).tolist())
+  assert moved == [[0, 1], [2, 3]]
