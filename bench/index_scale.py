@@ -78,6 +78,8 @@ def main(argv=None) -> int:
   parser.add_argument("--search-fraction", type=float,
                       default=scann_index.DEFAULT_SEARCH_FRACTION)
   parser.add_argument("--reorder", type=int, default=scann_index.DEFAULT_REORDER)
+  parser.add_argument("--min-leaves-searched", type=int,
+                      default=scann_index.DEFAULT_MIN_LEAVES_SEARCHED)
   parser.add_argument("--sweep", action="store_true",
                       help="try every configuration in SWEEP instead of the one given")
   parser.add_argument("--seed", type=int, default=0)
@@ -109,7 +111,7 @@ def main(argv=None) -> int:
     for leaves_per_sqrt, fraction, reorder in settings:
       config = scann_index.IndexConfig.for_size(
           len(candidates), search_fraction=fraction, reorder=reorder, num_neighbors=10,
-          leaves_per_sqrt=leaves_per_sqrt)
+          leaves_per_sqrt=leaves_per_sqrt, min_leaves_searched=args.min_leaves_searched)
       r = run_config(candidates, queries, exact, brute_ms, config)
       print(f"| {construction} ({len(candidates):,}; brute force {brute_ms:.1f} ms) "
             f"| {config.num_leaves:,} | {config.num_leaves_to_search:,} | {config.reorder:,} "

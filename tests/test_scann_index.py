@@ -21,6 +21,9 @@ def test_config_scales_with_the_catalogue():
   assert big.mode == scann_index.SCANN
   assert big.num_leaves == 1500 and big.num_leaves_to_search == 75
   assert big.reorder >= big.num_neighbors
+  # Just above exact search, 5% of the leaves would be 15: the floor searches 50.
+  mid = scann_index.IndexConfig.for_size(39_000)
+  assert mid.num_leaves == 296 and mid.num_leaves_to_search == 50
 
 
 def test_exact_mode_has_recall_one():
