@@ -125,10 +125,10 @@ def make_optimizer(name: str, learning_rate: float):
 class RankingHParams(_FromDict):
   """The rating-prediction (ranking) model: DCN-v2 cross layers beside a deep network,
   plus user and movie biases. Defaults chosen on ml-100k (random 80/20, seed 42): one
-  network reaches eval RMSE 0.9045 after 9 epochs (it rises after); the mean of three
+  network reaches eval RMSE 0.905-0.906 after 9 epochs (it rises after); the mean of three
   0.898. One network is the default: the served order is retrieval's (BENCHMARKS.md,
   "Ranking"), so the rating is for display, and 0.007 RMSE there is not worth three
-  times the run's largest step (the RankingTrainer: 621 s of a 1,686 s run at 1M)."""
+  times the Trainer's time."""
   id_embedding_dim: int = 32
   feature_embedding_dim: int = 8
   cross_layers: int = 2

@@ -247,7 +247,8 @@ def test_a_tree_ah_index_below_the_recall_bar_is_refused_and_nothing_is_pushed(
       {"model": [artifacts["model"]], "candidates": [artifacts["candidates"]],
        "examples": artifacts["examples"], "transform_graph": [artifacts["transform_graph"]]},
       {"index": [index], "blessing": [blessing]},
-      {"min_recall": 0.999, "exact_below": 10, "search_fraction": 0.3, "reorder": 1000,
+      {"min_recall": 0.999, "exact_below": 10, "search_fraction": 0.3,
+       "min_leaves_searched": 1, "reorder": 1000,
        "max_queries": 1000, "seed": 42})
   recall = index.get_float_custom_property("recall_at_10")
   assert index.get_string_custom_property("search_mode") == scann_index.SCANN

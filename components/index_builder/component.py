@@ -23,6 +23,7 @@ class IndexBuilderSpec(types.ComponentSpec):
       executor.MIN_RECALL_KEY: component_spec.ExecutionParameter(type=float),
       executor.EXACT_BELOW_KEY: component_spec.ExecutionParameter(type=int),
       executor.SEARCH_FRACTION_KEY: component_spec.ExecutionParameter(type=float),
+      executor.MIN_LEAVES_SEARCHED_KEY: component_spec.ExecutionParameter(type=int),
       executor.REORDER_KEY: component_spec.ExecutionParameter(type=int),
       executor.MAX_QUERIES_KEY: component_spec.ExecutionParameter(type=int),
       executor.SEED_KEY: component_spec.ExecutionParameter(type=int),
@@ -50,7 +51,8 @@ class IndexBuilder(base_component.BaseComponent):
     transform_graph: Transform's output (counts catalogue movies unknown to training).
     min_recall: recall@10 against exact search the index must reach to be blessed.
     exact_below: catalogues smaller than this get exact (brute-force) search.
-    search_fraction: share of tree leaves searched per query.
+    search_fraction: share of tree leaves searched per query...
+    min_leaves_searched: ... but at least this many (all of them in a smaller tree).
     reorder: exact re-scoring of this many approximate candidates.
     max_queries, seed: size and seed of the held-out query sample.
   """
@@ -63,6 +65,7 @@ class IndexBuilder(base_component.BaseComponent):
                min_recall: float,
                exact_below: int = scann_index.DEFAULT_EXACT_BELOW,
                search_fraction: float = scann_index.DEFAULT_SEARCH_FRACTION,
+               min_leaves_searched: int = scann_index.DEFAULT_MIN_LEAVES_SEARCHED,
                reorder: int = scann_index.DEFAULT_REORDER, max_queries: int = 1000,
                seed: int = 42):
     super().__init__(spec=IndexBuilderSpec(
@@ -71,6 +74,7 @@ class IndexBuilder(base_component.BaseComponent):
         min_recall=(min_recall if isinstance(min_recall, data_types.RuntimeParameter)
                     else float(min_recall)),
         exact_below=int(exact_below), search_fraction=float(search_fraction),
+        min_leaves_searched=int(min_leaves_searched),
         reorder=int(reorder), max_queries=int(max_queries), seed=int(seed),
         index=types.Channel(type=RetrievalIndex),
         blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -29,6 +29,7 @@ BLESSING_KEY = "blessing"
 MIN_RECALL_KEY = "min_recall"
 EXACT_BELOW_KEY = "exact_below"
 SEARCH_FRACTION_KEY = "search_fraction"
+MIN_LEAVES_SEARCHED_KEY = "min_leaves_searched"
 REORDER_KEY = "reorder"
 MAX_QUERIES_KEY = "max_queries"
 SEED_KEY = "seed"
@@ -75,6 +76,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     config = scann_index.IndexConfig.for_size(
         len(embeddings), exact_below=int(exec_properties[EXACT_BELOW_KEY]),
         search_fraction=float(exec_properties[SEARCH_FRACTION_KEY]),
+        min_leaves_searched=int(exec_properties[MIN_LEAVES_SEARCHED_KEY]),
         reorder=int(exec_properties[REORDER_KEY]))
     searcher, info = scann_index.build_and_measure(embeddings, queries, config)
     tft_output = tft.TFTransformOutput(
