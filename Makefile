@@ -7,7 +7,7 @@
 # throughput and a 10-minute soak with a push a minute (prints figures; not part of `make test`).
 # `make bench-scale`: the whole pipeline cold on synthetic 100k and 1M ratings, each
 # component's seconds and peak memory (about 13 minutes; SIZES=100k,1m,10m adds the 10M run:
-# some 2 hours, not measured whole yet).
+# 83 minutes on 2 cores, plus 8 to generate its data the first time).
 PYTHON ?= $(shell command -v python3.10 2>/dev/null || echo $$HOME/.pyenv/versions/3.10.13/bin/python)
 VENV := .venv
 STAMP := $(VENV)/.installed
