@@ -101,11 +101,11 @@ class RankingCore(tf.keras.Model):
 
   @tf.autograph.experimental.do_not_convert  # as retrieval_model.Tower.call
   def call(self, inputs, training=False):
-    parts, rows = [], []
+    parts, rows = [], {}
     for name in self.names:
       if name in self.embeddings:
-        parts.append(self.embeddings[name](inputs[name]))
-        rows.append((name, parts[-1]))
+        rows[name] = self.embeddings[name](inputs[name])
+        parts.append(rows[name])
       elif name == GENRES_MULTI_HOT:
         parts.append(inputs[name])
       else:
@@ -121,9 +121,8 @@ class RankingCore(tf.keras.Model):
     user_bias, movie_bias = self.user_bias(inputs[USER_ID]), self.movie_bias(inputs[MOVIE_ID])
     if training and self.row_weights is not None:
       self.add_loss(self.embedding_l2 * self._row_penalty(
-          inputs, dict(rows), {USER_ID: user_bias, MOVIE_ID: movie_bias}))
+          inputs, rows, {USER_ID: user_bias, MOVIE_ID: movie_bias}))
     return self.global_mean + user_bias + movie_bias + self.out(x)
-
 
   def _row_penalty(self, inputs, rows, biases):
     """Mean over the batch of Σ n / count(row) · ‖row‖² over each example's looked-up
