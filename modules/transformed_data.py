@@ -30,13 +30,23 @@ def dataset(patterns, feature_spec, batch_size: int, shuffle: bool = False, seed
   cache of single parsed examples kept ~15 small tensors per rating (BENCHMARKS.md, "Scale").
   """
   if cache:
-    columns = load_columns(patterns, feature_spec, keep)
-    num_rows = _num_rows(columns)
-    rows = (_shuffled_batches(num_rows, batch_size, seed) if shuffle
-            else tf.data.Dataset.range(num_rows).batch(batch_size))
-    ds = rows.map(lambda index: _take(columns, index), num_parallel_calls=tf.data.AUTOTUNE)
-  else:
-    ds = _parsed(patterns, feature_spec, keep).batch(batch_size)
+    return batches(load_columns(patterns, feature_spec, keep), batch_size, shuffle, seed,
+                   label_key)
+  return _labelled(_parsed(patterns, feature_spec, keep).batch(batch_size), label_key)
+
+
+def batches(columns: Dict[str, tf.Tensor], batch_size: int, shuffle: bool = False,
+            seed: int = 0, label_key: str = None) -> tf.data.Dataset:
+  """`dataset` over columns already loaded (`load_columns`): each batch gathers its rows,
+  in a new order every epoch when shuffling."""
+  num_rows = _num_rows(columns)
+  rows = (_shuffled_batches(num_rows, batch_size, seed) if shuffle
+          else tf.data.Dataset.range(num_rows).batch(batch_size))
+  return _labelled(rows.map(lambda index: _take(columns, index),
+                            num_parallel_calls=tf.data.AUTOTUNE), label_key)
+
+
+def _labelled(ds: tf.data.Dataset, label_key: str = None) -> tf.data.Dataset:
   if label_key:  # (features, label) pairs for Keras' compiled losses
     ds = ds.map(lambda f: ({k: v for k, v in f.items() if k != label_key}, f[label_key]))
   return ds.prefetch(tf.data.AUTOTUNE)
