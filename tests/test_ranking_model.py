@@ -36,11 +36,16 @@ def tiny_ratings(seed=0):
   return users, movies, ratings
 
 
+def embedded_ids(users, movies):
+  """The embedded inputs' ids of `transformed(users, movies)`."""
+  return {_xf(F.USER_ID): users, _xf(F.MOVIE_ID): movies,
+          _xf(F.TIMESTAMP_BUCKET): np.arange(len(users)) % 3}
+
+
 def counts(users, movies):
   """Training examples per embedding row of `transformed(users, movies)`."""
-  columns = {_xf(F.USER_ID): users, _xf(F.MOVIE_ID): movies,
-             _xf(F.TIMESTAMP_BUCKET): np.arange(len(users)) % 3}
-  return rkm.row_counts(columns, SIZES, list(columns))
+  ids = embedded_ids(users, movies)
+  return rkm.row_counts(ids, SIZES, list(ids))
 
 
 def test_genres_become_a_multi_hot_vector():
@@ -133,8 +138,7 @@ def test_row_penalty_over_all_the_data_is_the_whole_table_l2_of_the_rows_it_trai
   tables = {_xf(F.USER_ID): [core.embeddings[_xf(F.USER_ID)], core.user_bias],
             _xf(F.MOVIE_ID): [core.embeddings[_xf(F.MOVIE_ID)], core.movie_bias],
             _xf(F.TIMESTAMP_BUCKET): [core.embeddings[_xf(F.TIMESTAMP_BUCKET)]]}
-  ids = {_xf(F.USER_ID): users, _xf(F.MOVIE_ID): movies,
-         _xf(F.TIMESTAMP_BUCKET): np.arange(len(users)) % 3}
+  ids = embedded_ids(users, movies)
   expected = 0.0
   for name, layers in tables.items():
     seen = np.unique(ids[name])
