@@ -60,15 +60,17 @@ def train_ranking(run, overrides: dict) -> dict:
   return summary
 
 
-def train_retrieval(run, overrides: dict, serving_dir: str = None) -> dict:
+def train_retrieval(run, overrides: dict, serving_dir: str = None, keep=None) -> dict:
   """Trains a retrieval model with `overrides` (RetrievalHParams) on the run's Transform
-  output, as its Trainer does, and exports it into serving_dir (None: not exported);
+  output, as its Trainer does (but only on the ratings `keep` accepts, see
+  retrieval_trainer.train), and exports it into serving_dir (None: not exported);
   returns the training summary."""
   from modules import retrieval_trainer  # pylint: disable=g-import-not-at-top
   from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
   train_files, eval_files, tft_output = _transform_output(run)
   model, summary = retrieval_trainer.train(train_files, eval_files, tft_output,
-                                           RetrievalHParams.from_dict(overrides))
+                                           RetrievalHParams.from_dict(overrides),
+                                           keep=keep)
   if serving_dir:
     retrieval_trainer.export(model, tft_output, serving_dir, summary)
   return summary

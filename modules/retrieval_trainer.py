@@ -44,14 +44,16 @@ def history_table(ids, sizes) -> user_history.HistoryTable:
       ids[retrieval_model.QUERY_SECONDS_FEATURE], sizes[retrieval_model.QUERY_ID_FEATURE]))
 
 
-def feeding_route(hparams: RetrievalHParams) -> str:
+def feeding_route(hparams: RetrievalHParams, row_filter: bool = False) -> str:
   """WINDOWS (each user's ratings in windows, modules/rating_windows.py) unless turned
-  off or the sequence encoder is on (it reads a gathered history per rating)."""
+  off, the sequence encoder is on (it reads a gathered history per rating) or a caller's
+  row filter picks the training ratings (windows train every rating after a cutoff)."""
   if not (hparams.window_length and hparams.use_history):
     return EXAMPLES
-  if hparams.sequence_length or hparams.catalogue_negatives:
+  if hparams.sequence_length or hparams.catalogue_negatives or row_filter:
     logging.info("RetrievalTrainer: training from examples, not user windows (the "
-                 "sequence encoder and catalogue negatives need a batch of examples)")
+                 "sequence encoder, catalogue negatives and a row filter need a batch "
+                 "of examples)")
     return EXAMPLES
   return WINDOWS
 
@@ -68,12 +70,15 @@ def window_batches(train_files, spec, hparams: RetrievalHParams, movies,
 
 
 def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_dir=None,
-          base_model: str = None):
+          base_model: str = None, keep=None):
   """Trains the two towers, from `base_model`'s weights when given (the serving dir of
   an earlier run); returns (model, training summary dict).
 
   Every example (train and eval) is a next-item query: its history is the user's
-  training ratings made strictly before it (modules/user_history.py)."""
+  training ratings made strictly before it (modules/user_history.py). `keep` (benchmarks,
+  e.g. cross-fitting in bench/second_stage_study.py): a function of ID_COLUMNS tensors,
+  elementwise, True for the training ratings trained on; the others stay in the users'
+  histories, as holdout_per_user's do."""
   spec = tft_output.transformed_feature_spec()
   sizes = transformed_data.categorical_sizes(tft_output)
   ids = transformed_data.columns(train_files, spec, ID_COLUMNS)
@@ -82,7 +87,7 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
       movie_ids, sizes[retrieval_model.CANDIDATE_ID_FEATURE])
   history = history_table(ids, sizes) if hparams.use_history else None
   movies = None
-  if hparams.catalogue_negatives or feeding_route(hparams) == WINDOWS:
+  if hparams.catalogue_negatives or feeding_route(hparams, keep is not None) == WINDOWS:
     movies = movie_table.MovieTable(movie_table.collect(
         train_files, spec, retrieval_model.CANDIDATE_ID_FEATURE,
         retrieval_model.CANDIDATE_BAGS + retrieval_model.CANDIDATE_NUMERIC),
@@ -93,18 +98,25 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
   cutoffs = ranking_holdout.holdout_cutoffs(
       ids[retrieval_model.QUERY_ID_FEATURE], ids[retrieval_model.QUERY_SECONDS_FEATURE],
       hparams.holdout_per_user, sizes[retrieval_model.QUERY_ID_FEATURE])
-  keep = (transformed_data.before_cutoffs(cutoffs, retrieval_model.QUERY_ID_FEATURE,
-                                          retrieval_model.QUERY_SECONDS_FEATURE)
-          if hparams.holdout_per_user else None)
-  trained_on = int((ids[retrieval_model.QUERY_SECONDS_FEATURE] <
-                    cutoffs[ids[retrieval_model.QUERY_ID_FEATURE]]).sum())
-  feeding = feeding_route(hparams)
+  trainable = (ids[retrieval_model.QUERY_SECONDS_FEATURE] <
+               cutoffs[ids[retrieval_model.QUERY_ID_FEATURE]])
+  filters = []
+  if hparams.holdout_per_user:
+    filters.append(transformed_data.before_cutoffs(
+        cutoffs, retrieval_model.QUERY_ID_FEATURE, retrieval_model.QUERY_SECONDS_FEATURE))
+  if keep is not None:
+    filters.append(lambda example: tf.reshape(keep(example), []))
+    trainable &= keep({name: tf.constant(ids[name]) for name in ID_COLUMNS}).numpy()
+  example_filter = ((lambda example: tf.reduce_all([f(example) for f in filters]))
+                    if filters else None)
+  trained_on = int(trainable.sum())
+  feeding = feeding_route(hparams, row_filter=keep is not None)
   if feeding == WINDOWS:
     train_ds = window_batches(train_files, spec, hparams, movies, cutoffs).dataset(
         hparams.batch_size, hparams.seed)
   else:
     train_ds = transformed_data.dataset(train_files, spec, hparams.batch_size, shuffle=True,
-                                        seed=hparams.seed, keep=keep)
+                                        seed=hparams.seed, keep=example_filter)
   eval_ds = transformed_data.dataset(eval_files, spec, hparams.batch_size)
   warm = None
   if base_model:

@@ -204,3 +204,29 @@ def test_an_empty_ratings_file_stops_the_run_with_its_name(tmp_path, synthetic_d
   assert err.value.component == "MovieLensExampleGen"
   assert isinstance(err.value.cause, layouts.MovieLensDataError)
   assert "u.data: no ratings could be read" in str(err.value)
+
+
+def test_retrieval_training_with_a_row_filter_trains_on_the_ratings_it_accepts(pushed_run):
+  """bench/second_stage_study.py's cross-fitting leaves folds of ratings out of retrieval
+  training through `keep`: those are not counted as trained on, and training reads
+  examples (user windows train every rating before a cutoff)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  from modules import retrieval_model, retrieval_trainer  # pylint: disable=g-import-not-at-top
+  from modules.hparams import RetrievalHParams  # pylint: disable=g-import-not-at-top
+  _, run, _ = pushed_run
+  transformed = run.output("Transform", "transformed_examples").uri
+  files = lambda split: os.path.join(transformed, f"Split-{split}", "*")
+  tft_output = tft.TFTransformOutput(run.output("Transform", "transform_graph").uri)
+  even = lambda ids: ids[retrieval_model.QUERY_SECONDS_FEATURE] % 2 == 0
+  hparams = RetrievalHParams.from_dict({"epochs": 1, "batch_size": 128})
+  _, summary = retrieval_trainer.train(files("train"), files("eval"), tft_output, hparams,
+                                       keep=even)
+  seconds = np.array([e.features.feature[F.TIMESTAMP].int64_list.value[0] for e in
+                      read_examples(run.output("MovieLensExampleGen", "examples").uri,
+                                    F.TRAIN_SPLIT)])
+  assert 0 < (seconds % 2 == 0).sum() < len(seconds)
+  assert summary["train_examples"] == (seconds % 2 == 0).sum()
+  assert summary["held_out_for_ranking"] == (seconds % 2 == 1).sum()
+  assert summary["feeding"] == retrieval_trainer.EXAMPLES
+  assert retrieval_trainer.feeding_route(hparams) == retrieval_trainer.WINDOWS
