@@ -75,10 +75,10 @@ def retrieve(pair, data, serialized, users, items, times, n=N_RETRIEVED):
 
 
 def fit_reranker(train_x, train_y, eval_x, columns=None, hidden=(), epochs=10, seed=0,
-                 excluded=None):
+                 excluded=None, weights=None):
   """A list-wise scorer (softmax over each list) on `columns` of the features (None:
   all); `excluded` [n, N], True for candidates left out of a training list's softmax;
-  returns eval scores [n, N]."""
+  `weights` [n] of the training lists' losses (None: equal); returns eval scores [n, N]."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(seed)
   columns = list(range(train_x.shape[-1])) if columns is None else columns
@@ -95,8 +95,8 @@ def fit_reranker(train_x, train_y, eval_x, columns=None, hidden=(), epochs=10, s
                 loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
   excluded = (np.zeros(train_y.shape, np.float32) if excluded is None
               else excluded.astype(np.float32))
-  model.fit([x, excluded], train_y / train_y.sum(1, keepdims=True), batch_size=64,
-            epochs=epochs, verbose=0)
+  model.fit([x, excluded], train_y / train_y.sum(1, keepdims=True), sample_weight=weights,
+            batch_size=64, epochs=epochs, verbose=0)
   return model.predict([xe, np.zeros(xe.shape[:2], np.float32)], batch_size=256, verbose=0)
 
 

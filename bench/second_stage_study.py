@@ -22,8 +22,16 @@ their retrieval order on the same rows:
                        softmax over the list, on the in-sample lists; by epoch
   retrieval ensemble   the mean score of the pushed model and retrieval models trained
                        with other seeds (7, 8) and with the sequence encoder
+  cross-fitted lists   (--crossfit K, instead of the above) every training rating's list from one of K retrieval
+                       models, each trained without one fold of the ratings (a hash of the
+                       rating's second) and scoring that fold, so every list is out of
+                       sample; the re-rankers are also scored on 10% of these lists held
+                       out, and on the eval lists of a model trained the fold models' way
+                       (from examples) on every rating; "weighted": each list's loss
+                       weighted so that history lengths are distributed as at the users'
+                       next ratings (after every training rating)
 
-  .venv/bin/python -m bench.second_stage_study [--data-dir DIR] [--holdout 5]
+  .venv/bin/python -m bench.second_stage_study [--data-dir DIR] [--holdout 5] [--crossfit 5]
 """
 
 import argparse
@@ -118,13 +126,167 @@ def ensemble_scores(run, data, top, overrides):
   return np.einsum("nd,nkd->nk", queries, candidates[top])
 
 
+def fold_of(seconds, folds: int):
+  """The cross-fitting fold of a rating made at `seconds` (numpy array or tensor, int64):
+  a multiplicative hash of the second, so ratings made in one second share a fold."""
+  return (seconds * 2654435761) // 4096 % folds
+
+
+def learned_ranker_scores(data, train, rows, evaluated, epochs=4, seed=0):
+  """The learned ranker trained on the lists `train` (rows: a boolean mask), one epoch at
+  a time; after each, its scores for each list set in `evaluated`: [epoch][set] [n, K]."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(seed)
+  flat = train["x_extra"][rows][:5000].reshape(-1, train["x_extra"].shape[-1])
+  model = learned_ranker(len(data.user_ids), len(data.catalogue_ids), flat.shape[-1],
+                         flat.mean(0), flat.std(0) + 1e-6)
+  model.compile(tf.keras.optimizers.Adam(1e-3),
+                loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
+  pad = len(data.catalogue_ids)
+  inputs = lambda lst, rows: [lst["users"][rows].astype(np.int32),
+                              newest([lst["histories"][i] for i in np.flatnonzero(rows)],
+                                     LEARNED_HISTORY, pad),
+                              lst["top"][rows].astype(np.int32), lst["x_extra"][rows]]
+  train_inputs = inputs(train, rows)
+  evaluated = [inputs(lst, np.ones(len(lst["y"]), bool)) for lst in evaluated]
+  scores = []
+  for _ in range(epochs):
+    model.fit(train_inputs, train["y"][rows], batch_size=128, epochs=1, verbose=0)
+    scores.append([model.predict(e, batch_size=256, verbose=0) for e in evaluated])
+  return scores
+
+
+def crossfit_lists(run, lists, rows, seconds, folds):
+  """Lists (see main's `lists`) of the training `rows`, each from a retrieval model that
+  left the row's fold out of training, in the order of `rows`."""
+  from modules import retrieval_export, retrieval_model  # pylint: disable=g-import-not-at-top
+  fold = fold_of(seconds[rows], folds)
+  parts, order = [], []
+  for k in range(folds):
+    keep = lambda ids, k=k: fold_of(ids[retrieval_model.QUERY_SECONDS_FEATURE], folds) != k
+    with tempfile.TemporaryDirectory() as variant_dir:
+      pipeline_run.train_retrieval(run, {}, variant_dir, keep=keep)
+      parts.append(lists(retrieval_export.RetrievalModelPair(variant_dir), rows[fold == k]))
+    order.append(np.flatnonzero(fold == k))
+  back = np.argsort(np.concatenate(order), kind="stable")
+  merged = {}
+  for key in parts[0]:
+    values = [v for part in parts for v in (part[key] if key == "histories"
+                                            else [part[key]])]
+    merged[key] = ([values[i] for i in back] if key == "histories"
+                   else np.concatenate(values)[back])
+  return merged
+
+
+def subset(lst, rows):
+  """The lists `rows` (a boolean mask) of a main()-style `lists` dict."""
+  return {key: ([v for v, r in zip(value, rows) if r] if key == "histories" else value[rows])
+          for key, value in lst.items()}
+
+
+HISTORY_BINS = (0, 20, 40, 80, 160, 320)  # earlier ratings of the user, bin lower edges
+
+
+def history_length_weights(lengths, served):
+  """[n] weights that give lists with histories of `lengths` the distribution of history
+  lengths `served` (log-spaced bins), mean 1."""
+  edges = np.r_[0, np.geomspace(10, 1000, 12), np.inf]
+  have = np.histogram(lengths, edges)[0] / len(lengths)
+  want = np.histogram(served, edges)[0] / len(served)
+  weights = np.where(have > 0, want / np.maximum(have, 1e-12), 0.0)[
+      np.digitize(lengths, edges) - 1]
+  return weights / weights.mean()
+
+
+def print_by_history_length(sets):
+  """How popularity separates the next movie, by the user's number of earlier ratings
+  (the training lists are mostly short histories, each user's latest rating is not)."""
+  popularity = rf.FEATURES.index("popularity_all")
+  edges = list(HISTORY_BINS) + [np.inf]
+  print("\nseparation by popularity (popularity_all) and lists, by the user's earlier "
+        "ratings:")
+  print(f"{'earlier ratings':<16}" + "".join(f"{name:>28}" for name in sets))
+  for low, high in zip(edges[:-1], edges[1:]):
+    cells = []
+    for lst in sets.values():
+      length = np.array([len(items) for items, _ in lst["histories"]])
+      rows = (length >= low) & (length < high)
+      cells.append(f"{rq.separation(lst['x'][rows], lst['y'][rows])[popularity]:>14.2f}"
+                   f"{rows.sum():>14,}" if rows.sum() >= 30 else f"{'':>14}{rows.sum():>14,}")
+    print(f"{f'{low}-{high}':<16}" + "".join(cells))
+
+
+def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
+  """Prints the re-rankers trained on cross-fitted lists, scored on held-out cross-fitted
+  lists and on each user's latest rating, and how each feature separates the next movie."""
+  from modules import retrieval_export, retrieval_model  # pylint: disable=g-import-not-at-top
+  crossed = crossfit_lists(run, lists, rows, seconds, folds)
+  with_next = crossed["y"].sum(1) > 0
+  held_out = np.random.default_rng(0).random(len(with_next)) < 0.1
+  fit, check = subset(crossed, with_next & ~held_out), subset(crossed, held_out)
+  every = lambda ids: ids[retrieval_model.QUERY_SECONDS_FEATURE] >= 0
+  with tempfile.TemporaryDirectory() as variant_dir:  # trained as the fold models are
+    pipeline_run.train_retrieval(run, {}, variant_dir, keep=every)
+    from_examples = lists(retrieval_export.RetrievalModelPair(variant_dir), None)
+  sets = {"held-out cross-fitted lists": check, "latest ratings, pushed model": evals,
+          "latest ratings, model from examples": from_examples}
+  in_order = lambda y: -np.broadcast_to(np.arange(rq.N_RETRIEVED), y.shape).astype(np.float32)
+  rates = lambda scores, y: rq.top_k_rates(np.argsort(-scores, axis=1, kind="stable"), y)
+  rows_out = [("retrieval order", [rates(in_order(lst["y"]), lst["y"]) for lst in sets.values()])]
+  stacked = np.concatenate([lst["x_extra"] for lst in sets.values()])
+  bounds = np.cumsum([0] + [len(lst["y"]) for lst in sets.values()])
+  split = lambda scores: [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+  for name, hidden in [("linear", ()), ("MLP 32", (32,))]:
+    scores = split(rq.fit_reranker(fit["x_extra"], fit["y"], stacked, hidden=hidden,
+                                   epochs=4))
+    rows_out.append((f"re-ranker, {name}", [rates(sc, lst["y"])
+                                            for sc, lst in zip(scores, sets.values())]))
+  # Each user's next rating comes after all of their training ratings: weight the lists
+  # to those history lengths (known before any eval rating).
+  weights = history_length_weights(
+      np.array([len(items) for items, _ in fit["histories"]]),
+      np.array([len(items) for items in data.user_train_items]))
+  scores = split(rq.fit_reranker(fit["x_extra"], fit["y"], stacked, hidden=(32,), epochs=4,
+                                 weights=weights))
+  rows_out.append(("re-ranker, MLP 32, weighted", [rates(sc, lst["y"])
+                                                  for sc, lst in zip(scores, sets.values())]))
+  fit_rows = np.ones(len(fit["y"]), bool)
+  for epoch, scores in enumerate(learned_ranker_scores(data, fit, fit_rows,
+                                                       list(sets.values()), epochs=3), 1):
+    rows_out.append((f"learned ranker, epoch {epoch}",
+                     [rates(sc, lst["y"]) for sc, lst in zip(scores, sets.values())]))
+  print(f"cross-fitted lists: {folds} folds, {len(with_next):,} training ratings, "
+        f"{with_next.sum():,} with the next movie among their {rq.N_RETRIEVED}; "
+        f"re-rankers fitted on {len(fit['y']):,}, checked on {len(check['y']):,}\n")
+  print(f"{'order':<34}" + "".join(f"{name:>40}" for name in sets))
+  print(f"{'':<34}" + "HR@10 NDCG@10 (x its retrieval order)  " * len(sets))
+  base = rows_out[0][1]
+  for name, figures in rows_out:
+    print(f"{name:<34}" + "".join(
+        f"{hr:>10.4f}{ndcg:>8.4f} ({hr / b[0]:.3f} / {ndcg / b[1]:.3f})    "
+        for (hr, ndcg), b in zip(figures, base)))
+  print_by_history_length({"in-sample lists": in_sample, "cross-fitted lists": crossed,
+                           "latest ratings": evals})
+  names = list(rf.FEATURES) + ["popularity_vs_recent_mean", "popularity_vs_recent_min"]
+  separations = {"in-sample lists": rq.separation(in_sample["x_extra"], in_sample["y"]),
+                 "cross-fitted lists": rq.separation(crossed["x_extra"], crossed["y"]),
+                 "latest ratings": rq.separation(evals["x_extra"], evals["y"])}
+  print("\nseparation of the next movie from the other candidates "
+        "((mean next - mean other) / std other):")
+  print(f"{'feature':<28}" + "".join(f"{name:>20}" for name in separations))
+  for i, name in enumerate(names):
+    print(f"{name:<28}" + "".join(f"{v[i]:>20.2f}" for v in separations.values()))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--data-dir")
   parser.add_argument("--holdout", type=int, default=5)
+  parser.add_argument("--crossfit", type=int, default=0,
+                      help="only the cross-fitted lists, with this many folds (each fold "
+                      "trains a retrieval model); 0: every other variant")
   args = parser.parse_args(argv)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components import examples_io  # pylint: disable=g-import-not-at-top
   from modules import features as F  # pylint: disable=g-import-not-at-top
   from modules import ranking_holdout, retrieval_export  # pylint: disable=g-import-not-at-top
@@ -161,6 +323,12 @@ def main(argv=None) -> int:
       run.output("RetrievalTrainer", "model").uri))
   evals = lists(pushed, None)
   in_sample = lists(pushed, np.flatnonzero(keep))
+  if args.crossfit:
+    crossfit_study(run, lists, evals, in_sample, np.flatnonzero(keep), t_seconds,
+                   args.crossfit, data)
+    print(f"\n{config.data_dir}, split {config.split_method}; "
+          f"{time.monotonic() - started:.0f} s")
+    return 0
   held = np.flatnonzero(ranking_holdout.holdout_mask(
       t_users, t_seconds, args.holdout, len(data.user_ids)) & keep)
   with tempfile.TemporaryDirectory() as variant_dir:
@@ -195,22 +363,8 @@ def main(argv=None) -> int:
             in_sample[key][rows], in_sample["y"][rows], evals[key], hidden=hidden,
             epochs=5 if newest_n is None else 10))))
 
-  tf.keras.utils.set_random_seed(0)
-  flat = in_sample["x_extra"][s][:5000].reshape(-1, evals["x_extra"].shape[-1])
-  model = learned_ranker(len(data.user_ids), len(data.catalogue_ids), flat.shape[-1],
-                         flat.mean(0), flat.std(0) + 1e-6)
-  model.compile(tf.keras.optimizers.Adam(1e-3),
-                loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
-  pad = len(data.catalogue_ids)
-  inputs = lambda lst, rows: [lst["users"][rows].astype(np.int32),
-                              newest([lst["histories"][i] for i in np.flatnonzero(rows)],
-                                     LEARNED_HISTORY, pad),
-                              lst["top"][rows].astype(np.int32), lst["x_extra"][rows]]
-  train_inputs, eval_inputs = inputs(in_sample, s), inputs(evals, np.ones(len(ye), bool))
-  for epoch in range(1, 5):
-    model.fit(train_inputs, in_sample["y"][s], batch_size=128, epochs=1, verbose=0)
-    results.append((f"learned ranker, epoch {epoch}",
-                    rates(model.predict(eval_inputs, batch_size=256, verbose=0))))
+  for epoch, (scores,) in enumerate(learned_ranker_scores(data, in_sample, s, [evals]), 1):
+    results.append((f"learned ranker, epoch {epoch}", rates(scores)))
 
   total, members = evals["scores"].copy(), ["pushed"]
   for name, overrides in ENSEMBLE.items():
