@@ -178,6 +178,15 @@ def crossfit_lists(run, lists, rows, seconds, folds):
   return merged
 
 
+def newest_per_user(users, times):
+  """True for each user's newest row (the first of ties in time)."""
+  order = np.lexsort((-np.asarray(times), users))
+  first = np.r_[True, np.asarray(users)[order][1:] != np.asarray(users)[order][:-1]]
+  mask = np.zeros(len(order), bool)
+  mask[order[first]] = True
+  return mask
+
+
 def subset(lst, rows):
   """The lists `rows` (a boolean mask) of a main()-style `lists` dict."""
   return {key: ([v for v, r in zip(value, rows) if r] if key == "histories" else value[rows])
@@ -255,6 +264,11 @@ def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
                                                        list(sets.values()), epochs=3), 1):
     rows_out.append((f"learned ranker, epoch {epoch}",
                      [rates(sc, lst["y"]) for sc, lst in zip(scores, sets.values())]))
+  newest_rows = newest_per_user(in_sample["users"], in_sample["times"])
+  hr, ndcg = rates(in_order(in_sample["y"][newest_rows]), in_sample["y"][newest_rows])
+  print(f"the pushed model on each user's newest training rating (in sample): HR@10 "
+        f"{hr:.4f}, NDCG@10 {ndcg:.4f}; on their latest rating {rows_out[0][1][1][0]:.4f}, "
+        f"{rows_out[0][1][1][1]:.4f}")
   print(f"cross-fitted lists: {folds} folds, {len(with_next):,} training ratings, "
         f"{with_next.sum():,} with the next movie among their {rq.N_RETRIEVED}; "
         f"re-rankers fitted on {len(fit['y']):,}, checked on {len(check['y']):,}\n")
