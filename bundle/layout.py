@@ -29,8 +29,7 @@ import os
 import re
 from typing import Dict, List, Optional
 
-import tensorflow as tf
-
+from bundle import files as bundle_files
 from modules.errors import MovrecError
 
 MANIFEST_FILE = "manifest.json"
@@ -49,14 +48,17 @@ class InvalidBundleError(MovrecError, ValueError):
   """A bundle version that must not be served (missing, truncated or altered file)."""
 
 
+class BundleNotFoundError(MovrecError, FileNotFoundError):
+  """No bundle version under a serving directory can be served."""
+
+
 def versions(serving_dir: str) -> List[int]:
   """Complete bundle versions under `serving_dir`, oldest first."""
-  if not tf.io.gfile.isdir(serving_dir):
+  if not bundle_files.isdir(serving_dir):
     return []
-  names = [name.rstrip("/") for name in tf.io.gfile.listdir(serving_dir)]
-  return sorted(int(name) for name in names
+  return sorted(int(name) for name in bundle_files.listdir(serving_dir)
                 if _VERSION.match(name) and
-                tf.io.gfile.exists(os.path.join(serving_dir, name, MANIFEST_FILE)))
+                bundle_files.exists(os.path.join(serving_dir, name, MANIFEST_FILE)))
 
 
 def version_dir(serving_dir: str, version: int) -> str:
@@ -65,7 +67,7 @@ def version_dir(serving_dir: str, version: int) -> str:
 
 def _sha256(path: str) -> str:
   digest = hashlib.sha256()
-  with tf.io.gfile.GFile(path, "rb") as f:
+  with bundle_files.open(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       digest.update(chunk)
   return digest.hexdigest()
@@ -74,21 +76,21 @@ def _sha256(path: str) -> str:
 def file_list(bundle_dir: str) -> Dict[str, Dict]:
   """{relative path: {"size", "sha256"}} of every file under bundle_dir but the manifest."""
   files = {}
-  for dirpath, _, names in tf.io.gfile.walk(bundle_dir):
+  for dirpath, _, names in bundle_files.walk(bundle_dir):
     for name in names:
       path = os.path.join(dirpath, name)
       relative = os.path.relpath(path, bundle_dir)
       if relative != MANIFEST_FILE:
-        files[relative] = {"size": tf.io.gfile.stat(path).length, "sha256": _sha256(path)}
+        files[relative] = {"size": bundle_files.size(path), "sha256": _sha256(path)}
   return dict(sorted(files.items()))
 
 
 def read_manifest(bundle_dir: str) -> Dict:
   path = os.path.join(bundle_dir, MANIFEST_FILE)
   try:
-    with tf.io.gfile.GFile(path) as f:
+    with bundle_files.open(path) as f:
       return json.load(f)
-  except (tf.errors.NotFoundError, FileNotFoundError) as e:
+  except FileNotFoundError as e:
     raise InvalidBundleError(f"{path}: no manifest") from e
   except ValueError as e:
     raise InvalidBundleError(f"{path}: not valid JSON ({e})") from e
@@ -105,9 +107,9 @@ def verify(bundle_dir: str) -> Dict:
     return manifest
   for relative, expected in files.items():
     path = os.path.join(bundle_dir, relative)
-    if not tf.io.gfile.exists(path):
+    if not bundle_files.exists(path):
       raise InvalidBundleError(f"{path}: missing (listed in the manifest)")
-    size = tf.io.gfile.stat(path).length
+    size = bundle_files.size(path)
     if size != expected["size"]:
       raise InvalidBundleError(f"{path}: {size} bytes, the manifest says {expected['size']}")
   for relative, expected in files.items():
@@ -120,9 +122,9 @@ def verify(bundle_dir: str) -> Dict:
 def pinned_version(serving_dir: str) -> Optional[int]:
   """The version `movrec rollback` pinned, or None (serve the newest valid one)."""
   path = os.path.join(serving_dir, PIN_FILE)
-  if not tf.io.gfile.exists(path):
+  if not bundle_files.exists(path):
     return None
-  with tf.io.gfile.GFile(path) as f:
+  with bundle_files.open(path) as f:
     return int(json.load(f)["version"])
 
 
@@ -136,13 +138,13 @@ def pin(serving_dir: str, version: Optional[int]) -> None:
   """Pins `version` (it must exist), or unpins with None."""
   path = os.path.join(serving_dir, PIN_FILE)
   if version is None:
-    if tf.io.gfile.exists(path):
-      tf.io.gfile.remove(path)
+    if bundle_files.exists(path):
+      bundle_files.remove(path)
     return
   if version not in versions(serving_dir):
     raise InvalidBundleError(f"no version {version} under {serving_dir}; versions: "
                              f"{versions(serving_dir)}")
   temp = path + ".tmp"
-  with tf.io.gfile.GFile(temp, "w") as f:
+  with bundle_files.open(temp, "w") as f:
     json.dump({"version": version}, f)
-  tf.io.gfile.rename(temp, path, overwrite=True)
+  bundle_files.rename(temp, path)

@@ -19,13 +19,9 @@ import tensorflow as tf
 from bundle import contract
 from bundle import layout as bundle_layout
 from bundle import scann_index
+from bundle.layout import BundleNotFoundError  # pylint: disable=unused-import  (raised here; callers import it from here too)
 from modules import features as F
 from modules import retrieval_export
-from modules.errors import MovrecError
-
-
-class BundleNotFoundError(MovrecError, FileNotFoundError):
-  """No complete bundle has been pushed to the serving directory."""
 
 
 @dataclasses.dataclass
