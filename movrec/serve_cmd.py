@@ -60,13 +60,13 @@ def cmd_similar(args) -> int:
 
 
 def cmd_serve(args) -> int:
-  with paths.quiet_imports(args):
-    from serving import http_service  # pylint: disable=g-import-not-at-top
+  # With --workers, this process only supervises: it never imports TensorFlow.
+  from serving import exposure  # pylint: disable=g-import-not-at-top
   token = os.environ.get(config_lib.ENV_API_TOKEN)
   if args.token_file:
     with open(args.token_file) as f:
       token = f.read().strip()
-  http_service.check_exposure(args.host, token)
+  exposure.check_exposure(args.host, token)
   if args.workers < 1:
     print(f"--workers must be at least 1, not {args.workers}", file=sys.stderr)
     return 2
@@ -75,6 +75,8 @@ def cmd_serve(args) -> int:
         f"(POST /recommend, GET /similar, /healthz, /metadata, /metrics"
         f"{', /docs' if args.docs else ''}; {'bearer token required' if token else 'no token'})")
   if args.workers == 1:
+    with paths.quiet_imports(args):
+      from serving import http_service  # pylint: disable=g-import-not-at-top
     http_service.serve(serving_dir, host=args.host, port=args.port, token=token, docs=args.docs)
     return 0
   from serving import workers  # pylint: disable=g-import-not-at-top

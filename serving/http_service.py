@@ -34,20 +34,14 @@ import prometheus_client
 from prometheus_client import multiprocess
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules.errors import MovrecError
+from serving.exposure import MULTIPROC_DIR_ENV, check_exposure
 from serving.recommender import ORDERS, RETRIEVAL_ORDER, LiveRecommender, UnknownMovieError
 
 log = logging.getLogger("movrec.http")
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_BODY_BYTES = 64 * 1024  # a request with 5,000 rated movie ids fits
 PUBLIC_PATHS = ("/healthz",)
 _ROUTES = ("/recommend", "/similar", "/healthz", "/metadata", "/metrics")
-MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
-
-
-class ServiceConfigError(MovrecError, ValueError):
-  """The service would start unsafe (e.g. exposed beyond loopback without a token)."""
 
 
 class RecommendRequest(BaseModel):
@@ -245,15 +239,6 @@ def _replay(body: bytes, receive):
   async def replayed():
     return pending.pop() if pending else await receive()
   return replayed
-
-
-def check_exposure(host: str, token: Optional[str]) -> None:
-  """Refuses to bind beyond loopback without a token."""
-  if host not in LOOPBACK_HOSTS and not token:
-    raise ServiceConfigError(
-        f"serving on {host} exposes the service beyond this machine: set a token "
-        "(MOVREC_API_TOKEN, or --token-file FILE) that callers send as "
-        "'Authorization: Bearer <token>'")
 
 
 def serve(serving_dir: str, host: str = "127.0.0.1", port: int = 8080,

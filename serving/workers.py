@@ -28,9 +28,8 @@ from typing import Dict, List, Optional
 from prometheus_client import multiprocess
 
 from bundle import layout as bundle_layout
-from serving import http_service
-from serving.recommender import LiveRecommender
-from serving.retriever import BundleNotFoundError
+from bundle.layout import BundleNotFoundError
+from serving.exposure import MULTIPROC_DIR_ENV, check_exposure
 
 log = logging.getLogger("movrec.workers")
 
@@ -41,21 +40,21 @@ _STOP_SECONDS = 15   # how long a worker gets to finish its requests when stoppe
 def serve(serving_dir: str, workers: int, host: str = "127.0.0.1", port: int = 8080,
           poll_seconds: float = 2.0, token: Optional[str] = None, docs: bool = False) -> int:
   """Runs `workers` processes until interrupted; the exit code (0, or STARTUP_FAILURE)."""
-  http_service.check_exposure(host, token)
+  check_exposure(host, token)
   first_valid_version(serving_dir)  # fail here, before any worker loads TensorFlow
   config = {"serving_dir": serving_dir, "host": host, "port": port,
             "poll_seconds": poll_seconds, "token": token, "docs": docs}
-  previous = os.environ.get(http_service.MULTIPROC_DIR_ENV)
+  previous = os.environ.get(MULTIPROC_DIR_ENV)
   with tempfile.TemporaryDirectory(prefix="movrec-metrics-") as metrics_dir:
     # Read by prometheus_client when a worker imports it: set before any starts.
-    os.environ[http_service.MULTIPROC_DIR_ENV] = metrics_dir
+    os.environ[MULTIPROC_DIR_ENV] = metrics_dir
     try:
       return _supervise(config, workers)
     finally:
       if previous is None:
-        os.environ.pop(http_service.MULTIPROC_DIR_ENV, None)
+        os.environ.pop(MULTIPROC_DIR_ENV, None)
       else:
-        os.environ[http_service.MULTIPROC_DIR_ENV] = previous
+        os.environ[MULTIPROC_DIR_ENV] = previous
 
 
 def _supervise(config: Dict, workers: int) -> int:
@@ -102,7 +101,10 @@ def _supervise(config: Dict, workers: int) -> int:
 
 def _worker(config: Dict) -> None:
   """One worker process: its own bundle, its own socket on the shared port."""
+  # Here, not at the top: the supervisor imports this module and must not load TensorFlow.
   import uvicorn  # pylint: disable=g-import-not-at-top
+  from serving import http_service  # pylint: disable=g-import-not-at-top
+  from serving.recommender import LiveRecommender  # pylint: disable=g-import-not-at-top
   try:
     sock = _listen(config["host"], config["port"])
     live = LiveRecommender(config["serving_dir"], poll_seconds=config["poll_seconds"],

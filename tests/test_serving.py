@@ -543,7 +543,7 @@ def test_http_metrics_count_requests_and_show_the_bundle(guarded_service, recomm
 
 def test_binding_beyond_loopback_needs_a_token(serving_dir, capsys):
   from movrec import main as cli  # pylint: disable=g-import-not-at-top
-  from serving.http_service import ServiceConfigError, check_exposure  # pylint: disable=g-import-not-at-top
+  from serving.exposure import ServiceConfigError, check_exposure  # pylint: disable=g-import-not-at-top
   with pytest.raises(ServiceConfigError, match="MOVREC_API_TOKEN"):
     check_exposure("0.0.0.0", None)
   check_exposure("0.0.0.0", "a-token")
@@ -624,6 +624,21 @@ def test_workers_share_one_port_and_add_up_their_metrics(two_workers, recommende
   # Whichever worker answers /metrics counts every worker's requests.
   assert recommend_count() - before == 40
   assert len(worker_pids(process.pid)) == 2
+
+
+def loaded_tensorflow(pid: int) -> bool:
+  """Whether the process has TensorFlow's shared libraries mapped."""
+  with open(f"/proc/{pid}/maps") as f:
+    return "tensorflow" in f.read()
+
+
+def test_the_supervisor_checks_bundles_without_loading_tensorflow(two_workers):
+  # It verified the bundle before starting the workers (serving.workers.serve); they
+  # load the models, it only restarts them (~480 MiB less resident).
+  _, process = two_workers
+  workers = worker_pids(process.pid)
+  assert workers and all(loaded_tensorflow(pid) for pid in workers)
+  assert not loaded_tensorflow(process.pid)
 
 
 def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(two_workers, recommender):
