@@ -5,6 +5,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
@@ -66,6 +67,49 @@ def test_versions_count_only_complete_bundles_and_the_next_is_newer(tmp_path):
   (serving / "9999999999").mkdir()
   (serving / "9999999999" / layout.MANIFEST_FILE).write_text("{}")
   assert pusher.next_version(str(serving)) == 10_000_000_000
+
+
+def write_bundle(write, serving_dir):
+  """Version 5 with one indexed file and its manifest, written by `write(path, bytes)`."""
+  write(os.path.join(serving_dir, "5", "index", "part.bin"), b"abc")
+  digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc")
+  write(os.path.join(serving_dir, "5", layout.MANIFEST_FILE), json.dumps(
+      {"files": {os.path.join("index", "part.bin"): {"size": 3, "sha256": digest}}}).encode())
+
+
+def test_bundles_are_read_the_same_from_local_paths_and_urls(tmp_path):
+  """Local paths go through the standard library, URLs (here TensorFlow's in-memory
+  ram://, as gs:// would) through tf.io.gfile: the same versions, manifest, pin and
+  refusals."""
+  def write_local(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+      f.write(data)
+
+  def write_url(path, data):
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "wb") as f:
+      f.write(data)
+
+  for serving_dir, write in [(str(tmp_path / "bundles"), write_local),
+                             (f"ram://bundles-{os.getpid()}", write_url)]:
+    write_bundle(write, serving_dir)
+    assert layout.versions(serving_dir) == [5]
+    assert layout.verify(layout.version_dir(serving_dir, 5))["files"]
+    assert layout.file_list(layout.version_dir(serving_dir, 5)) == layout.read_manifest(
+        layout.version_dir(serving_dir, 5))["files"]
+    layout.pin(serving_dir, 5)
+    assert layout.pinned_version(serving_dir) == 5
+    layout.pin(serving_dir, None)
+    assert layout.pinned_version(serving_dir) is None
+    with pytest.raises(layout.InvalidBundleError, match="no manifest"):
+      layout.read_manifest(os.path.join(serving_dir, "6"))
+    with pytest.raises(layout.InvalidBundleError, match="no version 7"):
+      layout.pin(serving_dir, 7)
+    # Altered: same size locally; ram:// appends, so there the size differs too.
+    write(os.path.join(serving_dir, "5", "index", "part.bin"), b"abd")
+    with pytest.raises(layout.InvalidBundleError, match="SHA-256|bytes"):
+      layout.verify(layout.version_dir(serving_dir, 5))
 
 
 class FakeEmbedder:
