@@ -86,8 +86,9 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
   probabilities = retrieval_model.movie_probabilities(
       movie_ids, sizes[retrieval_model.CANDIDATE_ID_FEATURE])
   history = history_table(ids, sizes) if hparams.use_history else None
+  feeding = feeding_route(hparams, row_filter=keep is not None)
   movies = None
-  if hparams.catalogue_negatives or feeding_route(hparams, keep is not None) == WINDOWS:
+  if hparams.catalogue_negatives or feeding == WINDOWS:
     movies = movie_table.MovieTable(movie_table.collect(
         train_files, spec, retrieval_model.CANDIDATE_ID_FEATURE,
         retrieval_model.CANDIDATE_BAGS + retrieval_model.CANDIDATE_NUMERIC),
@@ -110,7 +111,6 @@ def train(train_files, eval_files, tft_output, hparams: RetrievalHParams, log_di
   example_filter = ((lambda example: tf.reduce_all([f(example) for f in filters]))
                     if filters else None)
   trained_on = int(trainable.sum())
-  feeding = feeding_route(hparams, row_filter=keep is not None)
   if feeding == WINDOWS:
     train_ds = window_batches(train_files, spec, hparams, movies, cutoffs).dataset(
         hparams.batch_size, hparams.seed)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from bundle import contract
 from bundle import layout as bundle_layout
 from bundle import scann_index
-from bundle.layout import BundleNotFoundError  # pylint: disable=unused-import  (raised here; callers import it from here too)
+from bundle.layout import BundleNotFoundError
 from modules import features as F
 from modules import retrieval_export
 
