@@ -22,9 +22,10 @@ their retrieval order on the same rows:
                        softmax over the list, on the in-sample lists; by epoch
   retrieval ensemble   the mean score of the pushed model and retrieval models trained
                        with other seeds (7, 8) and with the sequence encoder
-  cross-fitted lists   (--crossfit K, instead of the above) every training rating's list from one of K retrieval
-                       models, each trained without one fold of the ratings (a hash of the
-                       rating's second) and scoring that fold, so every list is out of
+  cross-fitted lists   (--crossfit K, instead of the above) every training rating's list
+                       from one of K retrieval models, each trained without one fold of
+                       the ratings (a hash of the rating's second) and scoring that
+                       fold, so every list is out of
                        sample; the re-rankers are also scored on 10% of these lists held
                        out, and on the eval lists of a model trained the fold models' way
                        (from examples) on every rating; "weighted": each list's loss
@@ -178,13 +179,15 @@ def crossfit_lists(run, lists, rows, seconds, folds):
   return merged
 
 
-def newest_per_user(users, times):
-  """True for each user's newest row (the first of ties in time)."""
+def positions_from_newest(users, times):
+  """Each row's place among its user's rows, newest first (0: the user's newest)."""
+  users = np.asarray(users)
   order = np.lexsort((-np.asarray(times), users))
-  first = np.r_[True, np.asarray(users)[order][1:] != np.asarray(users)[order][:-1]]
-  mask = np.zeros(len(order), bool)
-  mask[order[first]] = True
-  return mask
+  first = np.r_[True, users[order][1:] != users[order][:-1]]
+  starts = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+  position = np.empty(len(order), np.int64)
+  position[order] = np.arange(len(order)) - starts
+  return position
 
 
 def subset(lst, rows):
@@ -241,15 +244,15 @@ def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
           "latest ratings, model from examples": from_examples}
   in_order = lambda y: -np.broadcast_to(np.arange(rq.N_RETRIEVED), y.shape).astype(np.float32)
   rates = lambda scores, y: rq.top_k_rates(np.argsort(-scores, axis=1, kind="stable"), y)
-  rows_out = [("retrieval order", [rates(in_order(lst["y"]), lst["y"]) for lst in sets.values()])]
+  per_set = lambda scores: [rates(sc, lst["y"]) for sc, lst in zip(scores, sets.values())]
+  rows_out = [("retrieval order", per_set([in_order(lst["y"]) for lst in sets.values()]))]
   stacked = np.concatenate([lst["x_extra"] for lst in sets.values()])
   bounds = np.cumsum([0] + [len(lst["y"]) for lst in sets.values()])
   split = lambda scores: [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
   for name, hidden in [("linear", ()), ("MLP 32", (32,))]:
     scores = split(rq.fit_reranker(fit["x_extra"], fit["y"], stacked, hidden=hidden,
                                    epochs=4))
-    rows_out.append((f"re-ranker, {name}", [rates(sc, lst["y"])
-                                            for sc, lst in zip(scores, sets.values())]))
+    rows_out.append((f"re-ranker, {name}", per_set(scores)))
   # Each user's next rating comes after all of their training ratings: weight the lists
   # to those history lengths (known before any eval rating).
   weights = history_length_weights(
@@ -257,14 +260,12 @@ def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
       np.array([len(items) for items in data.user_train_items]))
   scores = split(rq.fit_reranker(fit["x_extra"], fit["y"], stacked, hidden=(32,), epochs=4,
                                  weights=weights))
-  rows_out.append(("re-ranker, MLP 32, weighted", [rates(sc, lst["y"])
-                                                  for sc, lst in zip(scores, sets.values())]))
+  rows_out.append(("re-ranker, MLP 32, weighted", per_set(scores)))
   fit_rows = np.ones(len(fit["y"]), bool)
   for epoch, scores in enumerate(learned_ranker_scores(data, fit, fit_rows,
                                                        list(sets.values()), epochs=3), 1):
-    rows_out.append((f"learned ranker, epoch {epoch}",
-                     [rates(sc, lst["y"]) for sc, lst in zip(scores, sets.values())]))
-  newest_rows = newest_per_user(in_sample["users"], in_sample["times"])
+    rows_out.append((f"learned ranker, epoch {epoch}", per_set(scores)))
+  newest_rows = positions_from_newest(in_sample["users"], in_sample["times"]) == 0
   hr, ndcg = rates(in_order(in_sample["y"][newest_rows]), in_sample["y"][newest_rows])
   print(f"the pushed model on each user's newest training rating (in sample): HR@10 "
         f"{hr:.4f}, NDCG@10 {ndcg:.4f}; on their latest rating {rows_out[0][1][1][0]:.4f}, "
@@ -363,11 +364,7 @@ def main(argv=None) -> int:
     results.append((f"holdout lists, later masked, {name}", rates(rq.fit_reranker(
         holdout["x"][h], holdout["y"][h], evals["x"], hidden=hidden, excluded=masked[h]))))
 
-  order = np.lexsort((-in_sample["times"], in_sample["users"]))
-  position = np.empty(len(order), np.int64)  # 0 = the user's newest training rating
-  first = np.r_[True, in_sample["users"][order][1:] != in_sample["users"][order][:-1]]
-  starts = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
-  position[order] = np.arange(len(order)) - starts
+  position = positions_from_newest(in_sample["users"], in_sample["times"])
   s = with_next(in_sample)
   for newest_n, label in [(None, "every rating"), (5, "newest 5 a user")]:
     rows = s if newest_n is None else s & (position < newest_n)
