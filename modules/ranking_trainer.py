@@ -53,10 +53,10 @@ def train(train_files, eval_files, tft_output, hparams: RankingHParams, log_dir=
   read_spec = {name: spec[name]
                for name in ranking_model.transformed_inputs(names) + [F.LABEL]}
   train_columns = transformed_data.load_columns(train_files, read_spec)
-  labels = train_columns[F.LABEL].numpy().reshape(-1)
   ids = [n for n in names if n in ranking_model.EMBEDDED]
-  row_counts = ranking_model.row_counts(
-      {n: train_columns[n].numpy().reshape(-1) for n in ids}, sizes, ids)
+  dense = transformed_data.as_numpy({n: train_columns[n] for n in [F.LABEL] + ids})
+  labels = dense[F.LABEL]
+  row_counts = ranking_model.row_counts(dense, sizes, ids)
   train_ds = transformed_data.batches(train_columns, hparams.batch_size, shuffle=True,
                                       seed=hparams.seed, label_key=F.LABEL)
   eval_ds = transformed_data.dataset(eval_files, read_spec, 4096, label_key=F.LABEL)

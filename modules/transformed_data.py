@@ -119,7 +119,11 @@ def sample_batch(patterns, feature_spec, size: int = 16):
 
 def columns(patterns, feature_spec, names) -> Dict[str, np.ndarray]:
   """Dense scalar transformed features of every example, as numpy vectors."""
-  loaded = load_columns(patterns, {name: feature_spec[name] for name in names})
+  return as_numpy(load_columns(patterns, {name: feature_spec[name] for name in names}))
+
+
+def as_numpy(loaded: Dict[str, tf.Tensor]) -> Dict[str, np.ndarray]:
+  """Loaded dense scalar columns (`load_columns`) as numpy vectors."""
   return {name: value.numpy().reshape(-1) for name, value in loaded.items()}
 
 
