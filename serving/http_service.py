@@ -20,12 +20,13 @@ OpenAPI docs are off unless asked for. Malformed requests get 422 (validation) o
 id (the exception goes to the log under that id, with `X-Request-ID` on every response).
 """
 
+import contextlib
 import hmac
 import logging
 import os
 import time
 import uuid
-from typing import Dict, List, Optional, Union
+from typing import Dict, Iterator, List, Optional, Union
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -241,14 +242,26 @@ def _replay(body: bytes, receive):
   return replayed
 
 
+# uvicorn's own logging stays quiet: the service logs its failures itself, by request id.
+UVICORN_OPTIONS = {"log_level": "warning", "access_log": False}
+
+
+@contextlib.contextmanager
+def live_app(serving_dir: str, poll_seconds: float = 2.0, token: Optional[str] = None,
+             docs: bool = False) -> Iterator[FastAPI]:
+  """The app over a started LiveRecommender, stopped on exit (BundleNotFoundError on
+  entry when no version is valid). One process's service; workers each enter their own."""
+  live = LiveRecommender(serving_dir, poll_seconds=poll_seconds, freeze_heap=True).start()
+  try:
+    yield create_app(live, token=token, docs=docs)
+  finally:
+    live.stop()
+
+
 def serve(serving_dir: str, host: str = "127.0.0.1", port: int = 8080,
           poll_seconds: float = 2.0, token: Optional[str] = None, docs: bool = False) -> None:
   """Serves in this process until interrupted (several processes: serving.workers)."""
   import uvicorn  # pylint: disable=g-import-not-at-top
   check_exposure(host, token)
-  live = LiveRecommender(serving_dir, poll_seconds=poll_seconds, freeze_heap=True).start()
-  try:
-    uvicorn.run(create_app(live, token=token, docs=docs), host=host, port=port,
-                log_level="warning", access_log=False)
-  finally:
-    live.stop()
+  with live_app(serving_dir, poll_seconds, token, docs) as app:
+    uvicorn.run(app, host=host, port=port, **UVICORN_OPTIONS)

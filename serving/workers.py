@@ -15,6 +15,7 @@ SIGINT / SIGTERM, or when a worker cannot start (no valid bundle, port taken), w
 new one would not fix either.
 """
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -104,21 +105,16 @@ def _worker(config: Dict) -> None:
   # Here, not at the top: the supervisor imports this module and must not load TensorFlow.
   import uvicorn  # pylint: disable=g-import-not-at-top
   from serving import http_service  # pylint: disable=g-import-not-at-top
-  from serving.recommender import LiveRecommender  # pylint: disable=g-import-not-at-top
-  try:
-    sock = _listen(config["host"], config["port"])
-    live = LiveRecommender(config["serving_dir"], poll_seconds=config["poll_seconds"],
-                           freeze_heap=True).start()
-  except (OSError, BundleNotFoundError) as e:
-    log.error("worker %s: %s", os.getpid(), e)
-    sys.exit(STARTUP_FAILURE)
-  app = http_service.create_app(live, token=config["token"], docs=config["docs"])
-  try:
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(
-        sockets=[sock])
-  finally:
-    live.stop()
-    multiprocess.mark_process_dead(os.getpid())
+  with contextlib.ExitStack() as stack:
+    try:
+      sock = _listen(config["host"], config["port"])
+      app = stack.enter_context(http_service.live_app(
+          config["serving_dir"], config["poll_seconds"], config["token"], config["docs"]))
+    except (OSError, BundleNotFoundError) as e:
+      log.error("worker %s: %s", os.getpid(), e)
+      sys.exit(STARTUP_FAILURE)
+    stack.callback(multiprocess.mark_process_dead, os.getpid())
+    uvicorn.Server(uvicorn.Config(app, **http_service.UVICORN_OPTIONS)).run(sockets=[sock])
 
 
 def _listen(host: str, port: int) -> socket.socket:

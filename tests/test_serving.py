@@ -553,6 +553,43 @@ def test_binding_beyond_loopback_needs_a_token(serving_dir, capsys):
   assert "token" in capsys.readouterr().err
 
 
+def test_one_process_service_answers_and_stops_on_sigterm(serving_dir, recommender, tmp_path):
+  """`movrec serve` without --workers: http_service.serve, as a user starts it."""
+  port = free_port()
+  with open(tmp_path / "stderr.txt", "w") as log:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "movrec.main", "serve", "--serving-dir", serving_dir,
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+      try:
+        return call(base, "GET", "/healthz")[0] == 200
+      except (urllib.error.URLError, ConnectionError):
+        return False
+
+    try:
+      assert wait_until(ready), "the service did not start"
+      user = next(iter(recommender.retriever.users))
+      status, body = call(base, "POST", "/recommend", {"user_id": user, "k": 3})
+      assert status == 200 and len(body["items"]) == 3
+      assert body["version"] in bundle_layout.versions(serving_dir)
+    finally:
+      process.send_signal(signal.SIGTERM)
+      code = process.wait(timeout=60)
+  # uvicorn (>= 0.29) shuts down gracefully, then re-raises the signal it caught, so the
+  # exit status says "terminated by SIGTERM"; a hung shutdown fails the wait above.
+  assert code in (0, -signal.SIGTERM), open(tmp_path / "stderr.txt").read()[-2000:]
+  # Nothing valid to serve: a clear refusal, not a traceback.
+  empty = tmp_path / "no-bundles"
+  empty.mkdir()
+  done = subprocess.run([sys.executable, "-m", "movrec.main", "serve", "--serving-dir",
+                         str(empty), "--port", str(free_port())],
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode != 0 and "no valid bundle" in done.stderr
+  assert "Traceback" not in done.stderr
+
+
 # --- several worker processes (serving/workers.py) ------------------------------------
 def start_workers(serving_dir: str, port: int, stderr) -> subprocess.Popen:
   """`movrec serve --workers 2`; stderr: a file or PIPE (then read it, or the service
