@@ -5,27 +5,13 @@ import os
 
 import pytest
 import tensorflow as tf
-from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts
-from tfx.utils import proto_utils
 
 from components.movielens_example_gen import encoding, executor, layouts, splits, synthetic
 from modules import features as F
 
 
 def run_executor(data_dir, out_dir, layout="ml-100k", **properties):
-  examples, candidates = standard_artifacts.Examples(), standard_artifacts.Examples()
-  examples.uri, candidates.uri = os.path.join(out_dir, "examples"), os.path.join(out_dir, "cat")
-  input_config = example_gen_pb2.Input(splits=[
-      example_gen_pb2.Input.Split(name="single_split", pattern="*")])
-  exec_properties = dict(input_base=data_dir, input_config=proto_utils.proto_to_json(input_config),
-                         layout=layout, split_method=splits.SPLIT_LAST, train_fraction=0.8,
-                         split_seed=42, temporal_cutoff=0, eval_per_user=1, skip_bad_rows=0,
-                         output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP)
-  exec_properties.update(properties)
-  executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples],
-                              executor.CANDIDATES_KEY: [candidates]}, exec_properties)
-  return examples, candidates
+  return executor.run_outside_pipeline(data_dir, out_dir, layout, **properties)
 
 
 def read_split(artifact, split):

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import pickle
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -308,3 +308,28 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                  n_train, n_eval, len(movies))
 
 
+
+
+def run_outside_pipeline(data_dir: str, out_dir: str, layout: str,
+                         beam_pipeline_args: Optional[List[str]] = None,
+                         **properties) -> Tuple[types.Artifact, types.Artifact]:
+  """The executor without a pipeline or MLMD (tests, bench/example_gen_alone.py): the
+  ratings and catalogue Examples written under `out_dir`. `properties` override the
+  exec-properties below (split `last`, one eval rating per user, bad rows fail)."""
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  examples, candidates = standard_artifacts.Examples(), standard_artifacts.Examples()
+  examples.uri = os.path.join(out_dir, "examples")
+  candidates.uri = os.path.join(out_dir, "candidates")
+  input_config = example_gen_pb2.Input(splits=[
+      example_gen_pb2.Input.Split(name="single_split", pattern="*")])
+  exec_properties = dict(
+      input_base=data_dir, input_config=proto_utils.proto_to_json(input_config),
+      layout=layout, split_method=SPLIT_LAST, train_fraction=0.8, split_seed=42,
+      temporal_cutoff=0, eval_per_user=1, skip_bad_rows=0,
+      output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP)
+  exec_properties.update(properties)
+  context = (base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=beam_pipeline_args) if beam_pipeline_args is not None else None)
+  Executor(context).Do({}, {EXAMPLES_KEY: [examples], CANDIDATES_KEY: [candidates]},
+                       exec_properties)
+  return examples, candidates
