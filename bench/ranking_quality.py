@@ -2,7 +2,7 @@
 
 Runs the pipeline (default configuration: split `last`) on $MOVIELENS_DATA_DIR (or
 --data-dir), then, for every eval rating, retrieves the 100 best movies (the query sees
-only earlier ratings; the user's earlier movies removed) and compares on the same rows:
+only earlier ratings; the movies the user had rated by then removed) and compares on the same rows:
 
   retrieval order        the pushed two-tower model's own ranking
   predicted rating       the same 100 ordered by the pushed ranking model (a regressor)
@@ -67,8 +67,10 @@ def retrieve(pair, data, serialized, users, items, times, n=N_RETRIEVED):
   candidates, _ = pair.embed_candidate_examples(data.catalogue_serialized)
   scores = pair.embed_query_examples(serialized) @ candidates.T  # causal queries
   histories = rf.cut_histories(data.user_train_items, data.user_train_seconds, users, times)
-  for row, (earlier, _) in enumerate(histories):
-    scores[row, earlier[earlier != items[row]]] = -np.inf
+  for row, (user, second) in enumerate(zip(users, times)):  # as EvalSet.rated_by_then
+    rated = data.user_train_items[user][
+        :np.searchsorted(data.user_train_seconds[user], second, side="right")]
+    scores[row, rated[rated != items[row]]] = -np.inf
   top = np.argsort(-scores, axis=1, kind="stable")[:, :n]
   return (top, np.take_along_axis(scores, top, 1), histories,
           (top == np.asarray(items)[:, None]).astype(np.float32), candidates)
@@ -230,7 +232,7 @@ def main(argv=None) -> int:
   seconds = time.monotonic() - started
 
   print(f"{config.data_dir}, split {config.split_method}: {len(rows):,} eval ratings, top "
-        f"{K} of the {N_RETRIEVED} retrieved (earlier movies removed; a list without the "
+        f"{K} of the {N_RETRIEVED} retrieved (movies rated by then removed; a list without the "
         "next movie is a miss)\n")
   print(f"{'order':<44}{'HR@10':>9}{'NDCG@10':>9}")
   for name, (hit_rate, ndcg) in results:

@@ -60,7 +60,7 @@ def every_training_movie_removed(data, scorers):
   """hr_at_10 / hr_at_100 with every training movie of the user removed, earlier or later:
   the seeds' "unseen" removal, which uses ratings made after the eval rating (a movie the
   user will rate later cannot be the one they rate now). Printed only to compare with
-  figures measured that way; the pipeline's metrics remove earlier movies only."""
+  figures measured that way; the pipeline's metrics remove the movies rated by then only."""
   from components.retrieval_evaluator import metrics  # pylint: disable=g-import-not-at-top
   every = lambda rows: [data.user_train_items[data.eval_users[r]] for r in rows]
   return {name: metrics.next_item(score_rows, data.eval_items, every, ks=(10, 100))
@@ -142,9 +142,9 @@ def main(argv=None) -> int:
 
   print(f"{config.data_dir}, split {config.split_method}: {len(data.eval_items):,} eval "
         f"ratings of {len(data.users_with_eval):,} users, {len(data.catalogue_ids):,} movies "
-        "(full ranking; queries see only earlier ratings; earlier movies removed)\n")
+        "(full ranking; queries see only earlier ratings; movies rated by then removed)\n")
   print(table(rows))
-  print("\nhr_at_k / ndcg_at_10: earlier movies removed; top_k: nothing removed. "
+  print("\nhr_at_k / ndcg_at_10: the user's movies rated by then removed; top_k: nothing removed. "
         "train s / ex/s: training wall seconds and examples per second (all epochs).")
   print("\nThe same scorers with every training movie of the user removed, earlier or "
         "later (the seeds' 'unseen', which uses later ratings; for comparison only):")

@@ -2,7 +2,7 @@
 
 Same run, eval rows and top-100 lists of the pushed retrieval model as
 bench/ranking_quality.py (ml-100k, split `last`: each user's latest rating, the query
-sees only earlier ratings, earlier movies removed, a list without the next movie is a
+sees only earlier ratings, movies rated by then removed, a list without the next movie is a
 miss). Every variant re-orders the pushed model's 100 candidates and is compared with
 their retrieval order on the same rows:
 

@@ -40,6 +40,50 @@ def test_real_ml_100k_run(tmp_path):
   rmse = ranking_eval_config.load_metrics(run.output("RankingEvaluator", "evaluation").uri)[""]
   assert rmse[ranking_eval_config.RMSE] < PipelineConfig.ranking_rmse_bound
   check_histories_are_causal(run, data_dir)
+  # The evaluator's popularity figures, recomputed from u.data alone.
+  evaluation = props(run.output("RetrievalEvaluator", "evaluation"))
+  hr, ndcg = popularity_next_item(data_dir, same_second_removed=True)
+  assert evaluation["popularity_hr_at_10"] == pytest.approx(hr, rel=1e-5)
+  assert evaluation["popularity_ndcg_at_10"] == pytest.approx(ndcg, rel=1e-5)
+  # Leaving the same second's movies in would give other figures (the rule is checked).
+  assert popularity_next_item(data_dir, same_second_removed=False)[0] != pytest.approx(hr)
+
+
+def popularity_next_item(data_dir, same_second_removed, k=10):
+  """Popularity's HR@k and NDCG@10 on ml-100k's split `last`, from u.data: each user's
+  latest rating (ties: the larger movie id as a string, the split's order) ranked by every
+  movie's training ratings before its second, the user's other movies rated by then
+  removed (those in the same second only if same_second_removed), ties broken at random
+  (the expectation over their orders)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(data_dir, "u.data")) as f:
+    ratings = [(user, movie, int(t)) for user, movie, _, t in (l.split("\t") for l in f)]
+  latest = {}
+  for user, movie, t in ratings:
+    if user not in latest or (t, movie) > latest[user][::-1]:
+      latest[user] = (movie, t)
+  train = [(user, movie, t) for user, movie, t in ratings if latest[user] != (movie, t)]
+  with open(os.path.join(data_dir, "u.item"), encoding="latin-1") as f:
+    catalogue = {line.split("|")[0]: i for i, line in enumerate(f)}
+  order = sorted(train, key=lambda r: r[2])
+  seconds = np.array([t for _, _, t in order])
+  movies = np.array([catalogue[m] for _, m, _ in order])
+  by_user = {}
+  for user, movie, t in train:
+    by_user.setdefault(user, []).append((catalogue[movie], t))
+  hits = gains = 0.0
+  for user, (movie, t) in latest.items():
+    counts = np.bincount(movies[:np.searchsorted(seconds, t)], minlength=len(catalogue))
+    rated = [m for m, s in by_user.get(user, []) if s < t or (same_second_removed and s == t)]
+    counts = counts.astype(float)
+    counts[rated] = -1.0  # removed: below every count, so never above the rated movie
+    target = counts[catalogue[movie]]
+    above = int((counts > target).sum())
+    tied = int((counts == target).sum()) - 1
+    ranks = np.arange(above, above + tied + 1)
+    hits += (ranks < k).mean()
+    gains += np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0).mean()
+  return hits / len(latest), gains / len(latest)
 
 
 def check_histories_are_causal(run, data_dir):

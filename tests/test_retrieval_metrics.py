@@ -83,3 +83,25 @@ def test_popularity_counts_only_ratings_made_before_each_eval_rating():
   # At second 30 the rating made at 30 is not yet counted; at 10 nothing is.
   np.testing.assert_array_equal(scores, [[2, 0, 0], [0, 0, 0], [2, 3, 0]])
   assert [list(e) for e in data.seen_before(np.arange(3))] == [[0, 0], [], [0, 0, 1, 1, 1]]
+  # The ranking also leaves out what the user rated in the row's own second (movie 1 at
+  # 30; movie 0 at 10), which the query above does not see.
+  assert [list(e) for e in data.rated_by_then(np.arange(3))] == [
+      [0, 0, 1], [0], [0, 0, 1, 1, 1]]
+
+
+def test_a_movie_rated_in_the_same_second_is_not_a_wrong_answer():
+  from components.retrieval_evaluator import evaluate  # pylint: disable=g-import-not-at-top
+  from components.retrieval_evaluator.eval_set import EvalSet  # pylint: disable=g-import-not-at-top
+  # One user saved movies 1 and 2 in one second (60); movie 2 is the eval rating, movie 1
+  # stayed in training. A scorer that ranks 1 then 2 found both picks of that second.
+  data = EvalSet(catalogue_ids=np.array(["a", "b", "c", "d"]), catalogue_serialized=[],
+                 eval_serialized=[], eval_users=np.array([0]), eval_items=np.array([2]),
+                 eval_seconds=np.array([60]), user_ids=["u"],
+                 user_train_items=[np.array([0, 1])], user_train_seconds=[np.array([10, 60])],
+                 train_items=np.array([0, 1]), train_seconds=np.array([10, 60]),
+                 user_query_serialized=[b""], dropped_eval_rows=0)
+  scores = lambda rows: np.array([[0.9, 0.8, 0.7, 0.1]], np.float32)[np.zeros(len(rows), int)]
+  m = evaluate.evaluate_scores(data, scores)
+  assert m["hr_at_1"] == 1.0 and m["ndcg_at_10"] == 1.0
+  assert m["top_1"] == 0.0  # nothing removed: 0 and 1 above it
+  assert [list(e) for e in data.seen_before(np.arange(1))] == [[0]]

@@ -5,8 +5,15 @@ baselines are measured on exactly the rows the model is).
 
 Causality: what an eval rating at time t may use of the training split is what was rated
 strictly before t. `seen_before` gives, per eval row, the user's training movies rated
-before it (the movies a product would no longer show); `training_before` the whole
-training split's ratings before it (popularity as it stood then).
+before it (its query's history); `training_before` the whole training split's ratings
+before it (popularity as it stood then).
+
+Which movies a row's ranking leaves out is a different question: `rated_by_then` adds
+the user's movies rated in the same second as the row. MovieLens saved a page of ratings
+at once (44% of ml-100k users' latest rating shares its second with other ratings of
+theirs), so those movies are the row's fellow picks, not wrong answers; the next-item
+literature, sorting each user's ratings by time, removes them with the rest of the
+user's earlier ratings. No query sees them.
 """
 
 import dataclasses
@@ -45,6 +52,16 @@ class EvalSet:
     for row in rows:
       user = self.eval_users[row]
       end = np.searchsorted(self.user_train_seconds[user], self.eval_seconds[row], side="left")
+      out.append(self.user_train_items[user][:end])
+    return out
+
+  def rated_by_then(self, rows: np.ndarray) -> List[np.ndarray]:
+    """Per eval row: the catalogue indices its user rated in training at or before it
+    (seen_before and the same second's ratings): what its ranking leaves out."""
+    out = []
+    for row in rows:
+      user = self.eval_users[row]
+      end = np.searchsorted(self.user_train_seconds[user], self.eval_seconds[row], side="right")
       out.append(self.user_train_items[user][:end])
     return out
 

@@ -15,7 +15,7 @@ REFERENCE_METRICS = ("hr_at_10", "ndcg_at_10")
 def evaluate_scores(eval_set: EvalSet,
                     score_rows: Callable[[np.ndarray], np.ndarray]) -> Dict[str, float]:
   """All metrics. score_rows takes eval-row indices."""
-  result = metrics.next_item(score_rows, eval_set.eval_items, eval_set.seen_before)
+  result = metrics.next_item(score_rows, eval_set.eval_items, eval_set.rated_by_then)
   result["eval_ratings"] = int(len(eval_set.eval_items))
   result["eval_users"] = int(len(eval_set.users_with_eval))
   result["catalogue_size"] = int(len(eval_set.catalogue_ids))

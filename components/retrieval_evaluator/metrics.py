@@ -3,8 +3,9 @@
 Every eval rating (user, movie, time) is one query, scored against every movie:
 
 * `hr_at_{k}`: HitRate@k, the next-item protocol's metric (SASRec, BERT4Rec): is the
-  rated movie among the k best after removing the movies the user rated *before* it
-  (a product does not show them again; movies rated later are not known then and stay)?
+  rated movie among the k best after removing the movies the user had rated by then
+  (before it, or in the same second: EvalSet.rated_by_then; a product does not show them
+  again; movies rated later are not known then and stay)?
 * `ndcg_at_10`: NDCG@10 of the same ranking (one relevant movie: 1 / log2(rank + 2)).
 * `top_{k}`: the TFRS tutorials' factorized top-k accuracy, nothing removed.
 
@@ -56,7 +57,7 @@ def next_item(score_rows: Callable[[np.ndarray], np.ndarray], items: np.ndarray,
               ks: Sequence[int] = KS) -> Dict[str, float]:
   """`hr_at_{k}`, `ndcg_at_10` and `top_{k}` of eval rows (catalogue index of each row's
   movie). score_rows(rows) -> [len(rows), catalogue size] scores; earlier(rows) -> per
-  row, the catalogue indices to remove (the user's movies rated before that row)."""
+  row, the catalogue indices to remove (the user's movies rated by that row's time)."""
   sums = {f"top_{k}": 0.0 for k in ks}
   sums.update({f"hr_at_{k}": 0.0 for k in ks})
   sums[f"ndcg_at_{NDCG_K}"] = 0.0
