@@ -9,11 +9,11 @@ before it (its query's history); `training_before` the whole training split's ra
 before it (popularity as it stood then).
 
 Which movies a row's ranking leaves out is a different question: `rated_by_then` adds
-the user's movies rated in the same second as the row. MovieLens saved a page of ratings
-at once (44% of ml-100k users' latest rating shares its second with other ratings of
-theirs), so those movies are the row's fellow picks, not wrong answers; the next-item
-literature, sorting each user's ratings by time, removes them with the rest of the
-user's earlier ratings. No query sees them.
+the user's movies rated in the same second as the row: ratings saved together (44% of
+ml-100k users' latest rating shares its second with other ratings of theirs). Those
+movies are the row's fellow picks, not wrong answers; the next-item literature, sorting
+each user's ratings by time, removes them with the rest of the user's earlier ratings.
+No query sees them.
 """
 
 import dataclasses
