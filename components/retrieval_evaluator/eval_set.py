@@ -48,20 +48,18 @@ class EvalSet:
 
   def seen_before(self, rows: np.ndarray) -> List[np.ndarray]:
     """Per eval row: the catalogue indices its user rated in training strictly before it."""
-    out = []
-    for row in rows:
-      user = self.eval_users[row]
-      end = np.searchsorted(self.user_train_seconds[user], self.eval_seconds[row], side="left")
-      out.append(self.user_train_items[user][:end])
-    return out
+    return self._user_train_items_until(rows, "left")
 
   def rated_by_then(self, rows: np.ndarray) -> List[np.ndarray]:
     """Per eval row: the catalogue indices its user rated in training at or before it
     (seen_before and the same second's ratings): what its ranking leaves out."""
+    return self._user_train_items_until(rows, "right")
+
+  def _user_train_items_until(self, rows: np.ndarray, side: str) -> List[np.ndarray]:
     out = []
     for row in rows:
       user = self.eval_users[row]
-      end = np.searchsorted(self.user_train_seconds[user], self.eval_seconds[row], side="right")
+      end = np.searchsorted(self.user_train_seconds[user], self.eval_seconds[row], side=side)
       out.append(self.user_train_items[user][:end])
     return out
 
