@@ -387,7 +387,7 @@ def main(argv=None) -> int:
 
   base_hr, base_ndcg = results[0][1]
   print(f"{config.data_dir}, split {config.split_method}: {len(ye):,} eval ratings, top "
-        f"{rq.K} of the pushed model's {rq.N_RETRIEVED} (earlier movies removed; a list "
+        f"{rq.K} of the pushed model's {rq.N_RETRIEVED} (movies rated by then removed; a list "
         f"without the next movie is a miss); {time.monotonic() - started:.0f} s\n")
   print(f"{'order':<70}{'HR@10':>8}{'NDCG@10':>9}{'HR x':>7}{'NDCG x':>8}")
   for name, (hit_rate, ndcg) in results:
