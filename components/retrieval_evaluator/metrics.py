@@ -53,10 +53,10 @@ def _expected_ndcg(above: np.ndarray, tied: np.ndarray, k: int) -> np.ndarray:
 
 
 def next_item(score_rows: Callable[[np.ndarray], np.ndarray], items: np.ndarray,
-              earlier: Callable[[np.ndarray], List[np.ndarray]],
+              rated: Callable[[np.ndarray], List[np.ndarray]],
               ks: Sequence[int] = KS) -> Dict[str, float]:
   """`hr_at_{k}`, `ndcg_at_10` and `top_{k}` of eval rows (catalogue index of each row's
-  movie). score_rows(rows) -> [len(rows), catalogue size] scores; earlier(rows) -> per
+  movie). score_rows(rows) -> [len(rows), catalogue size] scores; rated(rows) -> per
   row, the catalogue indices to remove (the user's movies rated by that row's time)."""
   sums = {f"top_{k}": 0.0 for k in ks}
   sums.update({f"hr_at_{k}": 0.0 for k in ks})
@@ -68,7 +68,7 @@ def next_item(score_rows: Callable[[np.ndarray], np.ndarray], items: np.ndarray,
     above, tied = _above_and_tied(scores, positive)
     for k in ks:
       sums[f"top_{k}"] += _expected_hits(above, tied, k).sum()
-    _mask(scores, earlier(idx), items[idx])
+    _mask(scores, rated(idx), items[idx])
     above, tied = _above_and_tied(scores, positive)
     for k in ks:
       sums[f"hr_at_{k}"] += _expected_hits(above, tied, k).sum()
