@@ -607,12 +607,11 @@ def worker_pids(parent: int) -> set:
   return {pid for pid in children if "spawn_main" in open(f"/proc/{pid}/cmdline").read()}
 
 
-def not_running(pid: int) -> bool:
-  try:
-    with open(f"/proc/{pid}/status") as f:
-      return "State:\tZ" in f.read()  # exited, not yet reaped
-  except FileNotFoundError:
-    return True
+def reaped(pid: int) -> bool:
+  """Gone from /proc: all of its threads exited and the supervisor collected it. A
+  zombie main thread is not enough: until the last thread exits, the process still holds
+  its listening socket, and connections the kernel hands that socket are reset."""
+  return not os.path.exists(f"/proc/{pid}")
 
 
 def wait_until(condition, timeout: float = 120.0) -> bool:
@@ -682,7 +681,7 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(two_workers, r
   base, process = two_workers
   victim = min(worker_pids(process.pid))
   os.kill(victim, signal.SIGKILL)
-  assert wait_until(lambda: not_running(victim), timeout=30)
+  assert wait_until(lambda: reaped(victim), timeout=30)
   user = next(iter(recommender.retriever.users))
 
   def answered():
