@@ -2,7 +2,8 @@
 
 Runs the pipeline (default configuration: split `last`) on $MOVIELENS_DATA_DIR (or
 --data-dir), then, for every eval rating, retrieves the 100 best movies (the query sees
-only earlier ratings; the movies the user had rated by then removed) and compares on the same rows:
+only earlier ratings; the movies the user had rated by then removed) and compares on the
+same rows:
 
   retrieval order        the pushed two-tower model's own ranking
   predicted rating       the same 100 ordered by the pushed ranking model (a regressor)
@@ -232,8 +233,8 @@ def main(argv=None) -> int:
   seconds = time.monotonic() - started
 
   print(f"{config.data_dir}, split {config.split_method}: {len(rows):,} eval ratings, top "
-        f"{K} of the {N_RETRIEVED} retrieved (movies rated by then removed; a list without the "
-        "next movie is a miss)\n")
+        f"{K} of the {N_RETRIEVED} retrieved (movies rated by then removed; a list without "
+        "the next movie is a miss)\n")
   print(f"{'order':<44}{'HR@10':>9}{'NDCG@10':>9}")
   for name, (hit_rate, ndcg) in results:
     print(f"{name:<44}{hit_rate:>9.4f}{ndcg:>9.4f}")

@@ -144,8 +144,8 @@ def main(argv=None) -> int:
         f"ratings of {len(data.users_with_eval):,} users, {len(data.catalogue_ids):,} movies "
         "(full ranking; queries see only earlier ratings; movies rated by then removed)\n")
   print(table(rows))
-  print("\nhr_at_k / ndcg_at_10: the user's movies rated by then removed; top_k: nothing removed. "
-        "train s / ex/s: training wall seconds and examples per second (all epochs).")
+  print("\nhr_at_k / ndcg_at_10: the user's movies rated by then removed; top_k: nothing "
+        "removed. train s / ex/s: training wall seconds and examples per second (all epochs).")
   print("\nThe same scorers with every training movie of the user removed, earlier or "
         "later (the seeds' 'unseen', which uses later ratings; for comparison only):")
   for name, metrics in every_training_movie_removed(data, scorers).items():

@@ -2,8 +2,8 @@
 
 Same run, eval rows and top-100 lists of the pushed retrieval model as
 bench/ranking_quality.py (ml-100k, split `last`: each user's latest rating, the query
-sees only earlier ratings, movies rated by then removed, a list without the next movie is a
-miss). Every variant re-orders the pushed model's 100 candidates and is compared with
+sees only earlier ratings, movies rated by then removed, a list without the next movie is
+a miss). Every variant re-orders the pushed model's 100 candidates and is compared with
 their retrieval order on the same rows:
 
   holdout lists        the list-wise re-ranker (bench/rerank_features.py's features)
@@ -387,8 +387,8 @@ def main(argv=None) -> int:
 
   base_hr, base_ndcg = results[0][1]
   print(f"{config.data_dir}, split {config.split_method}: {len(ye):,} eval ratings, top "
-        f"{rq.K} of the pushed model's {rq.N_RETRIEVED} (movies rated by then removed; a list "
-        f"without the next movie is a miss); {time.monotonic() - started:.0f} s\n")
+        f"{rq.K} of the pushed model's {rq.N_RETRIEVED} (movies rated by then removed; a "
+        f"list without the next movie is a miss); {time.monotonic() - started:.0f} s\n")
   print(f"{'order':<70}{'HR@10':>8}{'NDCG@10':>9}{'HR x':>7}{'NDCG x':>8}")
   for name, (hit_rate, ndcg) in results:
     print(f"{name:<70}{hit_rate:>8.4f}{ndcg:>9.4f}{hit_rate / base_hr:>7.3f}"

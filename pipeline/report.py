@@ -193,8 +193,8 @@ def _retrieval_section(run) -> str:
            "minimum": result["thresholds"].get(n)} for n in names]
   return (f"<p>{_verdict(result['blessed'])}: {_e('; '.join(result['reasons']))}</p>"
           "<p class=muted>hr_at_k / ndcg_at_10: each eval rating ranked against the whole "
-          "catalogue, the movies the user had rated by then removed, the query seeing only earlier "
-          "ratings; top_k: nothing removed. Popularity: rating counts before each eval "
+          "catalogue, the movies the user had rated by then removed, the query seeing only "
+          "earlier ratings; top_k: nothing removed. Popularity: rating counts before each eval "
           "rating, computed in the same execution.</p>" +
           _table(rows, ["metric", "model", "popularity", "last blessed", "minimum"]))
 

@@ -308,8 +308,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                  n_train, n_eval, len(movies))
 
 
-
-
 def run_outside_pipeline(data_dir: str, out_dir: str, layout: str,
                          beam_pipeline_args: Optional[List[str]] = None,
                          **properties) -> Tuple[types.Artifact, types.Artifact]:
