@@ -67,10 +67,11 @@ def retrieve(pair, data, serialized, users, items, times, n=N_RETRIEVED):
   """(candidates [n, N] catalogue indices, scores, histories, labels [n, N]) of queries."""
   candidates, _ = pair.embed_candidate_examples(data.catalogue_serialized)
   scores = pair.embed_query_examples(serialized) @ candidates.T  # causal queries
+  from components.retrieval_evaluator import eval_set as eval_set_lib  # pylint: disable=g-import-not-at-top
   histories = rf.cut_histories(data.user_train_items, data.user_train_seconds, users, times)
-  for row, (user, second) in enumerate(zip(users, times)):  # as EvalSet.rated_by_then
-    rated = data.user_train_items[user][
-        :np.searchsorted(data.user_train_seconds[user], second, side="right")]
+  # Left out, as by EvalSet.rated_by_then: what the user had rated by then.
+  for row, rated in enumerate(eval_set_lib.user_items_until(
+      data.user_train_items, data.user_train_seconds, users, times, "right")):
     scores[row, rated[rated != items[row]]] = -np.inf
   top = np.argsort(-scores, axis=1, kind="stable")[:, :n]
   return (top, np.take_along_axis(scores, top, 1), histories,

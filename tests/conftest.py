@@ -97,6 +97,7 @@ def pushed_artifacts(pushed_run):
       ranking_blessing=artifact("RankingEvaluator", "blessing",
                                 standard_artifacts.ModelBlessing))
 
+
 def pytest_unconfigure(config):  # pylint: disable=unused-argument
   """At exit, models still loaded (over a thousand of TensorFlow's functions after a full
   run) are freed after TensorFlow's module globals, and AtomicFunction.__del__ then fails

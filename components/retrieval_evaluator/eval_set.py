@@ -56,16 +56,20 @@ class EvalSet:
     return self._user_train_items_until(rows, "right")
 
   def _user_train_items_until(self, rows: np.ndarray, side: str) -> List[np.ndarray]:
-    out = []
-    for row in rows:
-      user = self.eval_users[row]
-      end = np.searchsorted(self.user_train_seconds[user], self.eval_seconds[row], side=side)
-      out.append(self.user_train_items[user][:end])
-    return out
+    return user_items_until(self.user_train_items, self.user_train_seconds,
+                            self.eval_users[rows], self.eval_seconds[rows], side)
 
   def training_before(self, seconds: int) -> int:
     """How many training ratings (oldest first) were made strictly before `seconds`."""
     return int(np.searchsorted(self.train_seconds, seconds, side="left"))
+
+
+def user_items_until(user_items: Sequence[np.ndarray], user_seconds: Sequence[np.ndarray],
+                     users: np.ndarray, seconds: np.ndarray, side: str) -> List[np.ndarray]:
+  """Per (user, second): the user's items (oldest first, `user_seconds` aligned and
+  ascending) rated strictly before that second (side "left") or at or before it ("right")."""
+  return [user_items[user][:np.searchsorted(user_seconds[user], second, side=side)]
+          for user, second in zip(users, seconds)]
 
 
 TRAIN_COLUMNS = {F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64}
