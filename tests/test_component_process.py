@@ -74,20 +74,24 @@ def test_what_the_child_sets_on_its_outputs_comes_back(tmp_path, executors_on_pa
 
 
 def test_a_silent_child_dies_with_its_killed_parent(tmp_path, executors_on_path):
+  log = open(tmp_path / "parent.log", "wb")  # pylint: disable=consider-using-with
   parent = subprocess.Popen(
       [sys.executable, "-c", RUN_ONE, "movrec_test_executors.SilentSleepExecutor",
        str(tmp_path)],
-      env=executors_on_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+      env=executors_on_path, stdout=subprocess.DEVNULL, stderr=log,
       start_new_session=True)
   try:
     deadline = time.monotonic() + 120
     children = []
-    while not children:
+    while not children:  # the executor's child, not a short-lived one of an import's
       assert parent.poll() is None and time.monotonic() < deadline, "no child started"
-      children = psutil.Process(parent.pid).children()
+      children = [child for child in psutil.Process(parent.pid).children()
+                  if "pipeline.component_process" in _command_line(child)]
       time.sleep(0.2)
     time.sleep(8)  # the child is inside Do (imports take ~5 s), writing nothing
-    assert children[0].is_running()
+    assert children[0].is_running(), (
+        "the executor's child ended on its own:\n"
+        + (tmp_path / "parent.log").read_text(errors="replace")[-3000:])
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
     gone, alive = psutil.wait_procs(children, timeout=10)
@@ -97,3 +101,11 @@ def test_a_silent_child_dies_with_its_killed_parent(tmp_path, executors_on_path)
       os.killpg(parent.pid, signal.SIGKILL)  # the child too, if the test failed
     except ProcessLookupError:
       pass
+    log.close()
+
+
+def _command_line(process) -> str:
+  try:
+    return " ".join(process.cmdline())
+  except psutil.Error:  # it ended while we looked
+    return ""
