@@ -32,7 +32,16 @@ their retrieval order on the same rows:
                        weighted so that history lengths are distributed as at the users'
                        next ratings (after every training rating)
 
-  .venv/bin/python -m bench.second_stage_study [--data-dir DIR] [--holdout 5] [--crossfit 5]
+  time cut             (--time-cut Q, instead of the above) what a live system sees: a
+                       retrieval model trained only on the ratings before the time T
+                       at quantile Q of the training ratings' times, scored on every
+                       later training rating with an earlier one (the query's history
+                       is the user's ratings before it, as served); the re-rankers are
+                       fitted on that model's lists of the ratings before T. Rows of
+                       users who rated before T and of users new after T apart.
+
+  .venv/bin/python -m bench.second_stage_study [--data-dir DIR] [--holdout 5]
+      [--crossfit 5 | --time-cut 0.8]
 """
 
 import argparse
@@ -293,6 +302,63 @@ def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
     print(f"{name:<28}" + "".join(f"{v[i]:>20.2f}" for v in separations.values()))
 
 
+def time_cut_study(run, lists, data, rows, users, seconds, quantile):
+  """Prints the re-rankers against retrieval order on the ratings after a time cut, all
+  from a retrieval model trained on the ratings before it (see the module docstring)."""
+  from modules import retrieval_export, retrieval_model  # pylint: disable=g-import-not-at-top
+  cut = int(np.quantile(seconds[rows], quantile))
+  first = np.array([s[0] if len(s) else np.iinfo(np.int64).max
+                    for s in data.user_train_seconds])
+  before = rows[seconds[rows] < cut]
+  after = rows[(seconds[rows] >= cut) & (first[users[rows]] < seconds[rows])]
+  rated_before = np.zeros(len(data.user_ids), bool)
+  rated_before[users[before]] = True
+  keep = lambda ids: ids[retrieval_model.QUERY_SECONDS_FEATURE] < cut
+  with tempfile.TemporaryDirectory() as variant_dir:
+    summary = pipeline_run.train_retrieval(run, {}, variant_dir, keep=keep)
+    pair = retrieval_export.RetrievalModelPair(variant_dir)
+    fit, scored = lists(pair, before), lists(pair, after)
+  sets = {"every rating after T": np.ones(len(after), bool),
+          "users who rated before T": rated_before[users[after]],
+          "users new after T": ~rated_before[users[after]]}
+  in_order = -np.broadcast_to(np.arange(rq.N_RETRIEVED), scored["y"].shape).astype(np.float32)
+  rates = lambda scores, r: rq.top_k_rates(np.argsort(-scores[r], axis=1, kind="stable"),
+                                           scored["y"][r])
+  orders = [("retrieval order", in_order)]
+  with_next = fit["y"].sum(1) > 0
+  newest_five = with_next & (positions_from_newest(fit["users"], fit["times"]) < 5)
+  for label, fit_rows, epochs in [("every rating before T", with_next, 5),
+                                  ("each user's newest 5 before T", newest_five, 10)]:
+    for name, hidden in [("linear", ()), ("MLP 32", (32,))]:
+      orders.append((f"re-ranker ({label}), {name}", rq.fit_reranker(
+          fit["x_extra"][fit_rows], fit["y"][fit_rows], scored["x_extra"], hidden=hidden,
+          epochs=epochs)))
+  for epoch, (scores,) in enumerate(
+      learned_ranker_scores(data, fit, with_next, [scored], epochs=3), 1):
+    orders.append((f"learned ranker, epoch {epoch}", scores))
+  print(f"time cut at quantile {quantile} of the training ratings' times ({cut}): retrieval "
+        f"trained on {summary['train_examples']:,} ratings before it; re-rankers fitted on "
+        f"{with_next.sum():,} of their lists with the next movie; scored on "
+        f"{len(after):,} later ratings ({int((scored['y'].sum(1) > 0).sum()):,} with the next "
+        f"movie among their {rq.N_RETRIEVED})\n")
+  print(f"{'order':<52}" + "".join(f"{name:>34}" for name in sets))
+  print(f"{'':<52}" + f"{'HR@10 NDCG@10 (x retrieval order)':>34}" * len(sets))
+  base = [rates(in_order, r) for r in sets.values()]
+  for name, scores in orders:
+    cells = [(rates(scores, r), b) for r, b in zip(sets.values(), base)]
+    print(f"{name:<52}" + "".join(f"{hr:>8.4f}{ndcg:>8.4f} ({hr / b[0]:.3f} / {ndcg / b[1]:.3f})"
+                                  for (hr, ndcg), b in cells))
+  print(f"{'rows':<52}" + "".join(f"{int(r.sum()):>34,}" for r in sets.values()))
+  names = list(rf.FEATURES) + ["popularity_vs_recent_mean", "popularity_vs_recent_min"]
+  separations = {"lists before T (in sample)": rq.separation(fit["x_extra"], fit["y"]),
+                 "lists after T": rq.separation(scored["x_extra"], scored["y"])}
+  print("\nseparation of the next movie from the other candidates "
+        "((mean next - mean other) / std other):")
+  print(f"{'feature':<28}" + "".join(f"{name:>28}" for name in separations))
+  for i, name in enumerate(names):
+    print(f"{name:<28}" + "".join(f"{v[i]:>28.2f}" for v in separations.values()))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -301,6 +367,10 @@ def main(argv=None) -> int:
   parser.add_argument("--crossfit", type=int, default=0,
                       help="only the cross-fitted lists, with this many folds (each fold "
                       "trains a retrieval model); 0: every other variant")
+  parser.add_argument("--time-cut", type=float, default=0.0,
+                      help="only the live-system protocol: a retrieval model trained "
+                      "before the time at this quantile of the training ratings' times, "
+                      "scored on the ratings after it; 0: every other variant")
   args = parser.parse_args(argv)
   from components import examples_io  # pylint: disable=g-import-not-at-top
   from modules import features as F  # pylint: disable=g-import-not-at-top
@@ -334,6 +404,11 @@ def main(argv=None) -> int:
     return dict(top=top, scores=scores, y=y, x=x, x_extra=np.concatenate([x, extra], -1),
                 users=query[1], items=query[2], times=query[3], histories=histories)
 
+  if args.time_cut:
+    time_cut_study(run, lists, data, np.flatnonzero(keep), t_users, t_seconds,
+                   args.time_cut)
+    print(f"\n{config.data_dir}; {time.monotonic() - started:.0f} s")
+    return 0
   pushed = retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(
       run.output("RetrievalTrainer", "model").uri))
   evals = lists(pushed, None)
