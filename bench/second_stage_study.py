@@ -237,6 +237,18 @@ def print_by_history_length(sets):
     print(f"{f'{low}-{high}':<16}" + "".join(cells))
 
 
+def print_separations(sets):
+  """How each feature (with popularity vs recent) separates the next movie from the other
+  candidates, in each named list set (main()-style `lists` dicts)."""
+  names = list(rf.FEATURES) + ["popularity_vs_recent_mean", "popularity_vs_recent_min"]
+  separations = {name: rq.separation(lst["x_extra"], lst["y"]) for name, lst in sets.items()}
+  print("\nseparation of the next movie from the other candidates "
+        "((mean next - mean other) / std other):")
+  print(f"{'feature':<28}" + "".join(f"{name:>28}" for name in separations))
+  for i, name in enumerate(names):
+    print(f"{name:<28}" + "".join(f"{v[i]:>28.2f}" for v in separations.values()))
+
+
 def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
   """Prints the re-rankers trained on cross-fitted lists, scored on held-out cross-fitted
   lists and on each user's latest rating, and how each feature separates the next movie."""
@@ -291,15 +303,8 @@ def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
         for (hr, ndcg), b in zip(figures, base)))
   print_by_history_length({"in-sample lists": in_sample, "cross-fitted lists": crossed,
                            "latest ratings": evals})
-  names = list(rf.FEATURES) + ["popularity_vs_recent_mean", "popularity_vs_recent_min"]
-  separations = {"in-sample lists": rq.separation(in_sample["x_extra"], in_sample["y"]),
-                 "cross-fitted lists": rq.separation(crossed["x_extra"], crossed["y"]),
-                 "latest ratings": rq.separation(evals["x_extra"], evals["y"])}
-  print("\nseparation of the next movie from the other candidates "
-        "((mean next - mean other) / std other):")
-  print(f"{'feature':<28}" + "".join(f"{name:>20}" for name in separations))
-  for i, name in enumerate(names):
-    print(f"{name:<28}" + "".join(f"{v[i]:>20.2f}" for v in separations.values()))
+  print_separations({"in-sample lists": in_sample, "cross-fitted lists": crossed,
+                     "latest ratings": evals})
 
 
 def time_cut_study(run, lists, data, rows, users, seconds, quantile):
@@ -346,17 +351,10 @@ def time_cut_study(run, lists, data, rows, users, seconds, quantile):
   base = [rates(in_order, r) for r in sets.values()]
   for name, scores in orders:
     cells = [(rates(scores, r), b) for r, b in zip(sets.values(), base)]
-    print(f"{name:<52}" + "".join(f"{hr:>8.4f}{ndcg:>8.4f} ({hr / b[0]:.3f} / {ndcg / b[1]:.3f})"
-                                  for (hr, ndcg), b in cells))
+    print(f"{name:<52}" + "".join(
+        f"{hr:>8.4f}{ndcg:>8.4f} ({hr / b[0]:.3f} / {ndcg / b[1]:.3f})" for (hr, ndcg), b in cells))
   print(f"{'rows':<52}" + "".join(f"{int(r.sum()):>34,}" for r in sets.values()))
-  names = list(rf.FEATURES) + ["popularity_vs_recent_mean", "popularity_vs_recent_min"]
-  separations = {"lists before T (in sample)": rq.separation(fit["x_extra"], fit["y"]),
-                 "lists after T": rq.separation(scored["x_extra"], scored["y"])}
-  print("\nseparation of the next movie from the other candidates "
-        "((mean next - mean other) / std other):")
-  print(f"{'feature':<28}" + "".join(f"{name:>28}" for name in separations))
-  for i, name in enumerate(names):
-    print(f"{name:<28}" + "".join(f"{v[i]:>28.2f}" for v in separations.values()))
+  print_separations({"lists before T (in sample)": fit, "lists after T": scored})
 
 
 def main(argv=None) -> int:
