@@ -88,6 +88,11 @@ def later_rated(data, users, times, items, top):
   return mask
 
 
+def retrieval_order_scores(labels):
+  """Scores [n, N] that sort each retrieved list (labels' shape) in its retrieval order."""
+  return -np.broadcast_to(np.arange(rq.N_RETRIEVED), labels.shape).astype(np.float32)
+
+
 def newest(histories, n, pad):
   """[rows, n] each history's n newest movies, newest first, padded with `pad`."""
   out = np.full((len(histories), n), pad, np.int32)
@@ -263,10 +268,10 @@ def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
     from_examples = lists(retrieval_export.RetrievalModelPair(variant_dir), None)
   sets = {"held-out cross-fitted lists": check, "latest ratings, pushed model": evals,
           "latest ratings, model from examples": from_examples}
-  in_order = lambda y: -np.broadcast_to(np.arange(rq.N_RETRIEVED), y.shape).astype(np.float32)
   rates = lambda scores, y: rq.top_k_rates(np.argsort(-scores, axis=1, kind="stable"), y)
   per_set = lambda scores: [rates(sc, lst["y"]) for sc, lst in zip(scores, sets.values())]
-  rows_out = [("retrieval order", per_set([in_order(lst["y"]) for lst in sets.values()]))]
+  rows_out = [("retrieval order",
+               per_set([retrieval_order_scores(lst["y"]) for lst in sets.values()]))]
   stacked = np.concatenate([lst["x_extra"] for lst in sets.values()])
   bounds = np.cumsum([0] + [len(lst["y"]) for lst in sets.values()])
   split = lambda scores: [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -287,7 +292,8 @@ def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
                                                        list(sets.values()), epochs=3), 1):
     rows_out.append((f"learned ranker, epoch {epoch}", per_set(scores)))
   newest_rows = positions_from_newest(in_sample["users"], in_sample["times"]) == 0
-  hr, ndcg = rates(in_order(in_sample["y"][newest_rows]), in_sample["y"][newest_rows])
+  newest_y = in_sample["y"][newest_rows]
+  hr, ndcg = rates(retrieval_order_scores(newest_y), newest_y)
   print(f"the pushed model on each user's newest training rating (in sample): HR@10 "
         f"{hr:.4f}, NDCG@10 {ndcg:.4f}; on their latest rating {rows_out[0][1][1][0]:.4f}, "
         f"{rows_out[0][1][1][1]:.4f}")
@@ -326,7 +332,7 @@ def time_cut_study(run, lists, data, rows, users, seconds, quantile):
   sets = {"every rating after T": np.ones(len(after), bool),
           "users who rated before T": rated_before[users[after]],
           "users new after T": ~rated_before[users[after]]}
-  in_order = -np.broadcast_to(np.arange(rq.N_RETRIEVED), scored["y"].shape).astype(np.float32)
+  in_order = retrieval_order_scores(scored["y"])
   rates = lambda scores, r: rq.top_k_rates(np.argsort(-scores[r], axis=1, kind="stable"),
                                            scored["y"][r])
   orders = [("retrieval order", in_order)]
@@ -425,7 +431,7 @@ def main(argv=None) -> int:
 
   ye = evals["y"]
   rates = lambda scores: rq.top_k_rates(np.argsort(-scores, axis=1, kind="stable"), ye)
-  retrieval_order = -np.broadcast_to(np.arange(rq.N_RETRIEVED), ye.shape).astype(np.float32)
+  retrieval_order = retrieval_order_scores(ye)
   results = [("pushed retrieval, retrieval order", rates(retrieval_order))]
   with_next = lambda lst: lst["y"].sum(1) > 0
   h = with_next(holdout)
