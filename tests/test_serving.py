@@ -328,12 +328,13 @@ def test_a_swap_under_load_leaves_one_bundle_in_memory(serving_dir, pushed_artif
   _SETTLE_AGAIN_SECONDS); this failed on a loaded machine when measured right after it."""
   gc.collect()
   gc.freeze()
-  before = gc.get_freeze_count()
-  live = LiveRecommender(serving_dir, poll_seconds=0.2, freeze_heap=True)
-  swapped = threading.Event()
-  live.listeners.append(swapped.set)  # called once a swap has settled the heap
+  live = None
   try:
+    before = gc.get_freeze_count()
+    live = LiveRecommender(serving_dir, poll_seconds=0.2, freeze_heap=True)
     one_bundle = gc.get_freeze_count() - before  # the objects a loaded bundle keeps
+    swapped = threading.Event()
+    live.listeners.append(swapped.set)  # called once a swap has settled the heap
     user = next(iter(live.current.retriever.users))
     stop = threading.Event()
 
@@ -361,7 +362,8 @@ def test_a_swap_under_load_leaves_one_bundle_in_memory(serving_dir, pushed_artif
     held = gc.get_freeze_count() - before
     assert held < 1.5 * one_bundle, (held, one_bundle)  # two bundles would be ~2x
   finally:
-    live.stop()
+    if live is not None:
+      live.stop()
     gc.unfreeze()
 
 
