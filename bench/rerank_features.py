@@ -205,9 +205,9 @@ def features(log: RatingLog, transitions: TransitionLog, catalogue: Catalogue,
 
 def cut_histories(user_items: List[np.ndarray], user_seconds: List[np.ndarray],
                   users: np.ndarray, times: np.ndarray) -> List[History]:
-  """Each query's history: its user's ratings (oldest first) made strictly before it."""
-  out = []
-  for user, time in zip(users, times):
-    end = np.searchsorted(user_seconds[user], time, side="left")
-    out.append((user_items[user][:end], user_seconds[user][:end]))
-  return out
+  """Each query's history: its user's ratings (oldest first) made strictly before it,
+  cut as the RetrievalEvaluator cuts its queries' histories."""
+  from components.retrieval_evaluator import eval_set  # pylint: disable=g-import-not-at-top
+  items = eval_set.user_items_until(user_items, user_seconds, users, times, "left")
+  seconds = eval_set.user_items_until(user_seconds, user_seconds, users, times, "left")
+  return list(zip(items, seconds))

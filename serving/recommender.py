@@ -274,6 +274,12 @@ class LiveRecommender:
     return self._current
 
   @property
+  def resettle_pending(self) -> bool:
+    """Whether a swap's second settle of the heap is still to come (the poller does it
+    _SETTLE_AGAIN_SECONDS after the swap): until then the old bundle may still be held."""
+    return self._settle_again_at is not None
+
+  @property
   def last_error(self) -> Optional[str]:
     """Why the newest failed version newer than the served one failed, if any."""
     newer = [v for v in self.failed if v > self._current.version]

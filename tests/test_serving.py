@@ -355,7 +355,7 @@ def test_a_swap_under_load_leaves_one_bundle_in_memory(serving_dir, pushed_artif
       for t in threads:
         t.join()
     deadline = time.monotonic() + 60
-    while live._settle_again_at is not None:  # pylint: disable=protected-access
+    while live.resettle_pending:
       assert time.monotonic() < deadline, "the poller did not settle the heap again"
       time.sleep(0.2)
     live.stop()  # no settle under way while we count
