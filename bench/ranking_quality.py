@@ -63,6 +63,21 @@ def top_k_rates(order: np.ndarray, labels: np.ndarray, k: int = K):
           float((relevant / np.log2(np.arange(2, k + 2))).sum(1).mean()))
 
 
+def row_rates(order: np.ndarray, labels: np.ndarray, k: int = K):
+  """Per list: (hit [n], NDCG@k [n]) of the order top_k_rates averages."""
+  relevant = np.take_along_axis(labels, order, 1)[:, :k]
+  return relevant.sum(1), (relevant / np.log2(np.arange(2, k + 2))).sum(1)
+
+
+def ratio_interval(new: np.ndarray, base: np.ndarray, draws: int = 2000, seed: int = 0):
+  """95% paired-bootstrap interval of mean(new) / mean(base), per-list values of two
+  orders of the same lists (the same resampled lists in both)."""
+  rng = np.random.default_rng(seed)
+  rows = rng.integers(0, len(new), (draws, len(new)))
+  ratios = new[rows].mean(1) / np.maximum(base[rows].mean(1), 1e-12)
+  return tuple(np.percentile(ratios, [2.5, 97.5]))
+
+
 def retrieve(pair, data, serialized, users, items, times, n=N_RETRIEVED):
   """(candidates [n, N] catalogue indices, scores, histories, labels [n, N]) of queries."""
   candidates, _ = pair.embed_candidate_examples(data.catalogue_serialized)

@@ -430,7 +430,7 @@ def main(argv=None) -> int:
     holdout = lists(retrieval_export.RetrievalModelPair(variant_dir), held)
 
   ye = evals["y"]
-  rates = lambda scores: rq.top_k_rates(np.argsort(-scores, axis=1, kind="stable"), ye)
+  rates = lambda scores: rq.row_rates(np.argsort(-scores, axis=1, kind="stable"), ye)
   retrieval_order = retrieval_order_scores(ye)
   results = [("pushed retrieval, retrieval order", rates(retrieval_order))]
   with_next = lambda lst: lst["y"].sum(1) > 0
@@ -464,14 +464,18 @@ def main(argv=None) -> int:
     members.append(name)
     results.append((f"retrieval ensemble: {' + '.join(members)}", rates(total)))
 
-  base_hr, base_ndcg = results[0][1]
+  base = results[0][1]
   print(f"{config.data_dir}, split {config.split_method}: {len(ye):,} eval ratings, top "
         f"{rq.K} of the pushed model's {rq.N_RETRIEVED} (movies rated by then removed; a "
         f"list without the next movie is a miss); {time.monotonic() - started:.0f} s\n")
-  print(f"{'order':<70}{'HR@10':>8}{'NDCG@10':>9}{'HR x':>7}{'NDCG x':>8}")
-  for name, (hit_rate, ndcg) in results:
-    print(f"{name:<70}{hit_rate:>8.4f}{ndcg:>9.4f}{hit_rate / base_hr:>7.3f}"
-          f"{ndcg / base_ndcg:>8.3f}")
+  print(f"{'order':<70}{'HR@10':>8}{'NDCG@10':>9}{'HR x (95%)':>20}{'NDCG x (95%)':>20}")
+  for name, per_row in results:
+    cells = []
+    for new, old in zip(per_row, base):  # hits, then NDCG@10
+      low, high = rq.ratio_interval(new, old)
+      cells.append(f"{new.mean() / old.mean():>8.3f} ({low:.2f}-{high:.2f})")
+    print(f"{name:<70}{per_row[0].mean():>8.4f}{per_row[1].mean():>9.4f}" + "".join(cells))
+  print("(95%: paired bootstrap over the eval lists of the ratio to retrieval order)")
   print(f"\nlists: {h.sum():,} holdout (of {len(held):,} held-out ratings), {s.sum():,} "
         f"in-sample (of {len(s):,}) with the next movie among their {rq.N_RETRIEVED}")
   return 0
