@@ -482,4 +482,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  pipeline_run.exit_skipping_finalization(main())
