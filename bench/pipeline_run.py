@@ -31,11 +31,11 @@ def run(data_dir=None, output_dir=DEFAULT_OUTPUT_DIR, retrieval=None, ranking=No
 
 
 def exit_skipping_finalization(code: int) -> None:
-  """Exits with `code` without the interpreter's finalization. After a study has trained
-  and loaded models, finalization crashed (SIGSEGV, exit 139, after every figure was
-  printed): google-cloud-aiplatform's modules keep ImportErrors whose tracebacks hold
-  protobuf objects, and the protobuf C++ extension (3.20) frees them after its own state
-  (gdb: _message.so under _PyModule_ClearDict). Nothing is left to write but the buffers."""
+  """Exits with `code` without the interpreter's finalization, which crashed the studies
+  (SIGSEGV, exit 139) after every figure was printed. gdb: while modules were cleared, an
+  ImportError kept in a module's namespace (google-cloud-aiplatform and -bigquery keep
+  such errors) was freed, and with it a protobuf object, in protobuf 3.20's C++
+  extension (_message.so). Nothing is left to write but the output buffers."""
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(code)  # pylint: disable=protected-access
