@@ -55,18 +55,17 @@ def with_movie(user_example: bytes, movie_example: bytes) -> bytes:
   return example.SerializeToString()
 
 
-def top_k_rates(order: np.ndarray, labels: np.ndarray, k: int = K):
-  """(HR@k, NDCG@k) of lists whose columns `order` sorts; labels [n, N] 1 = the next movie
-  (a list without it counts as a miss)."""
-  relevant = np.take_along_axis(labels, order, 1)[:, :k]
-  return (float(relevant.sum(1).mean()),
-          float((relevant / np.log2(np.arange(2, k + 2))).sum(1).mean()))
-
-
 def row_rates(order: np.ndarray, labels: np.ndarray, k: int = K):
-  """Per list: (hit [n], NDCG@k [n]) of the order top_k_rates averages."""
+  """Per list: (hit [n], NDCG@k [n]) of lists whose columns `order` sorts; labels [n, N]
+  1 = the next movie (a list without it counts as a miss)."""
   relevant = np.take_along_axis(labels, order, 1)[:, :k]
   return relevant.sum(1), (relevant / np.log2(np.arange(2, k + 2))).sum(1)
+
+
+def top_k_rates(order: np.ndarray, labels: np.ndarray, k: int = K):
+  """(HR@k, NDCG@k): row_rates averaged over the lists."""
+  hits, gains = row_rates(order, labels, k)
+  return float(hits.mean()), float(gains.mean())
 
 
 def ratio_interval(new: np.ndarray, base: np.ndarray, draws: int = 2000, seed: int = 0):

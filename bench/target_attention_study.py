@@ -165,6 +165,7 @@ def main(argv=None) -> int:
   rates = lambda scores: rq.top_k_rates(np.argsort(-scores, axis=1, kind="stable"), labels)
   ranks = lambda scores: np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1)
   in_order = -np.broadcast_to(np.arange(rq.N_RETRIEVED), labels.shape).astype(np.float32)
+  blend = lambda scores: standardised(scores) + standardised(retrieval_scores)
   base = rates(in_order)
   print(f"{config.data_dir}, split {config.split_method}: {len(labels):,} eval ratings; "
         f"retrieval order HR@10 {base[0]:.4f}, NDCG@10 {base[1]:.4f}\n")
@@ -173,17 +174,16 @@ def main(argv=None) -> int:
   for seed in args.seeds:
     started = time.monotonic()
     for epoch, scores in enumerate(train_and_score(data, loaded, top, args.epochs, seed), 1):
-      cells = [rates(scores), rates(standardised(scores) + standardised(retrieval_scores)),
+      cells = [rates(scores), rates(blend(scores)),
                rates(-(ranks(scores) + ranks(retrieval_scores)) - 1e-3 * np.arange(rq.N_RETRIEVED))]
       print(f"{seed:>4}{epoch:>6}" + "".join(
           f"{hr:>8.4f}{ndcg:>8.4f} ({hr / base[0]:.2f}/{ndcg / base[1]:.2f})" for hr, ndcg in cells))
     print(f"seed {seed}: {time.monotonic() - started:.0f} s for {args.epochs} epochs")
     # How far the last epoch's z-blend is from retrieval order, beyond the 943 rows' noise.
-    blend = np.argsort(-(standardised(scores) + standardised(retrieval_scores)), axis=1,
-                       kind="stable")
-    order = np.argsort(-in_order, axis=1, kind="stable")
-    for name, new, old in zip(("HR@10", "NDCG@10"), rq.row_rates(blend, labels),
-                              rq.row_rates(order, labels)):
+    by_blend = np.argsort(-blend(scores), axis=1, kind="stable")
+    by_retrieval = np.argsort(-in_order, axis=1, kind="stable")
+    for name, new, old in zip(("HR@10", "NDCG@10"), rq.row_rates(by_blend, labels),
+                              rq.row_rates(by_retrieval, labels)):
       low, high = rq.ratio_interval(new, old)
       print(f"  z-blend / retrieval order, {name}: {new.mean() / old.mean():.3f} "
             f"(95% paired bootstrap {low:.3f}-{high:.3f})")
