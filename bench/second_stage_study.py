@@ -360,6 +360,14 @@ def time_cut_study(run, lists, data, rows, users, seconds, quantile):
     print(f"{name:<52}" + "".join(
         f"{hr:>8.4f}{ndcg:>8.4f} ({hr / b[0]:.3f} / {ndcg / b[1]:.3f})" for (hr, ndcg), b in cells))
   print(f"{'rows':<52}" + "".join(f"{int(r.sum()):>34,}" for r in sets.values()))
+  print("\nevery rating after T, x retrieval order with a 95% paired bootstrap interval:")
+  by_retrieval = rq.row_rates(np.argsort(-in_order, axis=1, kind="stable"), scored["y"])
+  for name, scores in orders[1:]:
+    per_row = rq.row_rates(np.argsort(-scores, axis=1, kind="stable"), scored["y"])
+    print(f"{name:<52}" + "".join(
+        f"{metric} {new.mean() / old.mean():.3f} ({low:.3f}-{high:.3f})   "
+        for metric, new, old in zip(("HR@10", "NDCG@10"), per_row, by_retrieval)
+        for low, high in [rq.ratio_interval(new, old)]))
   print_separations({"lists before T (in sample)": fit, "lists after T": scored})
 
 
