@@ -77,6 +77,12 @@ def ratio_interval(new: np.ndarray, base: np.ndarray, draws: int = 2000, seed: i
   return tuple(np.percentile(ratios, [2.5, 97.5]))
 
 
+def ratio_cell(new: np.ndarray, base: np.ndarray) -> str:
+  """'1.026 (1.010-1.042)': mean(new) / mean(base) with its ratio_interval."""
+  low, high = ratio_interval(new, base)
+  return f"{new.mean() / base.mean():.3f} ({low:.3f}-{high:.3f})"
+
+
 def retrieve(pair, data, serialized, users, items, times, n=N_RETRIEVED):
   """(candidates [n, N] catalogue indices, scores, histories, labels [n, N]) of queries."""
   candidates, _ = pair.embed_candidate_examples(data.catalogue_serialized)

@@ -365,9 +365,8 @@ def time_cut_study(run, lists, data, rows, users, seconds, quantile):
   for name, scores in orders[1:]:
     per_row = rq.row_rates(np.argsort(-scores, axis=1, kind="stable"), scored["y"])
     print(f"{name:<52}" + "".join(
-        f"{metric} {new.mean() / old.mean():.3f} ({low:.3f}-{high:.3f})   "
-        for metric, new, old in zip(("HR@10", "NDCG@10"), per_row, by_retrieval)
-        for low, high in [rq.ratio_interval(new, old)]))
+        f"{metric} {rq.ratio_cell(new, old)}   "
+        for metric, new, old in zip(("HR@10", "NDCG@10"), per_row, by_retrieval)))
   print_separations({"lists before T (in sample)": fit, "lists after T": scored})
 
 
@@ -476,13 +475,10 @@ def main(argv=None) -> int:
   print(f"{config.data_dir}, split {config.split_method}: {len(ye):,} eval ratings, top "
         f"{rq.K} of the pushed model's {rq.N_RETRIEVED} (movies rated by then removed; a "
         f"list without the next movie is a miss); {time.monotonic() - started:.0f} s\n")
-  print(f"{'order':<70}{'HR@10':>8}{'NDCG@10':>9}{'HR x (95%)':>20}{'NDCG x (95%)':>20}")
-  for name, per_row in results:
-    cells = []
-    for new, old in zip(per_row, base):  # hits, then NDCG@10
-      low, high = rq.ratio_interval(new, old)
-      cells.append(f"{new.mean() / old.mean():>8.3f} ({low:.2f}-{high:.2f})")
-    print(f"{name:<70}{per_row[0].mean():>8.4f}{per_row[1].mean():>9.4f}" + "".join(cells))
+  print(f"{'order':<70}{'HR@10':>8}{'NDCG@10':>9}{'HR x (95%)':>24}{'NDCG x (95%)':>24}")
+  for name, per_row in results:  # (hits, NDCG@10) per list
+    print(f"{name:<70}{per_row[0].mean():>8.4f}{per_row[1].mean():>9.4f}" + "".join(
+        f"{rq.ratio_cell(new, old):>24}" for new, old in zip(per_row, base)))
   print("(95%: paired bootstrap over the eval lists of the ratio to retrieval order)")
   print(f"\nlists: {h.sum():,} holdout (of {len(held):,} held-out ratings), {s.sum():,} "
         f"in-sample (of {len(s):,}) with the next movie among their {rq.N_RETRIEVED}")
