@@ -211,3 +211,16 @@ def cut_histories(user_items: List[np.ndarray], user_seconds: List[np.ndarray],
   items = eval_set.user_items_until(user_items, user_seconds, users, times, "left")
   seconds = eval_set.user_items_until(user_seconds, user_seconds, users, times, "left")
   return list(zip(items, seconds))
+
+
+def newest_with_gaps(histories: List[History], times: np.ndarray, pad: int, length: int):
+  """([rows, length] each history's newest movies, newest first, padded with `pad`;
+  [rows, length] log(1 + days) from each to the row's time), of histories as
+  cut_histories cuts them."""
+  ids = np.full((len(histories), length), pad, np.int32)
+  gaps = np.zeros((len(histories), length), np.float32)
+  for row, ((items, seconds), t) in enumerate(zip(histories, times)):
+    items, seconds = items[-length:][::-1], seconds[-length:][::-1]
+    ids[row, :len(items)] = items
+    gaps[row, :len(items)] = np.log1p(np.maximum(t - seconds, 0) / SECONDS_PER_DAY)
+  return ids, gaps

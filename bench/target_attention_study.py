@@ -46,19 +46,6 @@ L2 = 1e-6
 USER_DROPOUT = 0.3
 
 
-def newest_with_gaps(histories, times, pad):
-  """([rows, HISTORY] each history's newest movies, newest first, padded with `pad`;
-  [rows, HISTORY] log(1 + days) from each to the row's time). `histories`: as
-  rerank_features.cut_histories cuts them (ratings strictly before each row's time)."""
-  ids = np.full((len(histories), HISTORY), pad, np.int32)
-  gaps = np.zeros((len(histories), HISTORY), np.float32)
-  for row, ((items, seconds), t) in enumerate(zip(histories, times)):
-    items, seconds = items[-HISTORY:][::-1], seconds[-HISTORY:][::-1]
-    ids[row, :len(items)] = items
-    gaps[row, :len(items)] = np.log1p(np.maximum(t - seconds, 0) / 86400.0)
-  return ids, gaps
-
-
 def target_attention_model(num_users: int, num_movies: int):
   """score(users [b], history [b, L], gaps [b, L], candidates [b, C]) -> [b, C]: each
   candidate's embedding against (its attention read-out of the history + the history's
@@ -104,8 +91,9 @@ def train_and_score(data, loaded, evals, epochs: int, seed: int):
   num_movies = len(data.catalogue_ids)
   keep = loaded.keep
   users, items, seconds = loaded.users[keep], loaded.items[keep], loaded.seconds[keep]
-  cut = lambda users, times: newest_with_gaps(rf.cut_histories(
-      data.user_train_items, data.user_train_seconds, users, times), times, num_movies)
+  cut = lambda users, times: rf.newest_with_gaps(rf.cut_histories(
+      data.user_train_items, data.user_train_seconds, users, times), times, num_movies,
+                                                  HISTORY)
   history, gaps = cut(users, seconds)
   eval_history, eval_gaps = cut(data.eval_users, data.eval_seconds)
   log_q = np.log(np.bincount(items, minlength=num_movies) / len(items) + 1e-9).astype(np.float32)
@@ -141,10 +129,6 @@ def train_and_score(data, loaded, evals, epochs: int, seed: int):
   return scores
 
 
-def standardised(scores):
-  return (scores - scores.mean(1, keepdims=True)) / (scores.std(1, keepdims=True) + 1e-9)
-
-
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -165,7 +149,7 @@ def main(argv=None) -> int:
   rates = lambda scores: rq.top_k_rates(np.argsort(-scores, axis=1, kind="stable"), labels)
   ranks = lambda scores: np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1)
   in_order = -np.broadcast_to(np.arange(rq.N_RETRIEVED), labels.shape).astype(np.float32)
-  blend = lambda scores: standardised(scores) + standardised(retrieval_scores)
+  blend = lambda scores: rq.standardised(scores) + rq.standardised(retrieval_scores)
   base = rates(in_order)
   print(f"{config.data_dir}, split {config.split_method}: {len(labels):,} eval ratings; "
         f"retrieval order HR@10 {base[0]:.4f}, NDCG@10 {base[1]:.4f}\n")
