@@ -163,6 +163,17 @@ class RunRows:
                np.array([item_index.get(m, -1) for m in train[F.MOVIE_ID]]),
                train[F.TIMESTAMP].astype(np.int64))
 
+  def time_cut(self, quantile: float):
+    """(cut: the time at `quantile` of the training ratings' times, the training rows
+    before it, the rows after it whose user rated before them): the live-system protocol
+    of bench/second_stage_study.py --time-cut."""
+    rows = np.flatnonzero(self.keep)
+    cut = int(np.quantile(self.seconds[rows], quantile))
+    first = np.array([s[0] if len(s) else np.iinfo(np.int64).max
+                      for s in self.data.user_train_seconds])
+    return (cut, rows[self.seconds[rows] < cut],
+            rows[(self.seconds[rows] >= cut) & (first[self.users[rows]] < self.seconds[rows])])
+
 
 def separation(x, y):
   """Per feature: (mean over the next movies - mean over the other candidates) / std of

@@ -313,15 +313,12 @@ def crossfit_study(run, lists, evals, in_sample, rows, seconds, folds, data):
                      "latest ratings": evals})
 
 
-def time_cut_study(run, lists, data, rows, users, seconds, quantile):
+def time_cut_study(run, lists, loaded, quantile):
   """Prints the re-rankers against retrieval order on the ratings after a time cut, all
   from a retrieval model trained on the ratings before it (see the module docstring)."""
   from modules import retrieval_export, retrieval_model  # pylint: disable=g-import-not-at-top
-  cut = int(np.quantile(seconds[rows], quantile))
-  first = np.array([s[0] if len(s) else np.iinfo(np.int64).max
-                    for s in data.user_train_seconds])
-  before = rows[seconds[rows] < cut]
-  after = rows[(seconds[rows] >= cut) & (first[users[rows]] < seconds[rows])]
+  data, users = loaded.data, loaded.users
+  cut, before, after = loaded.time_cut(quantile)
   rated_before = np.zeros(len(data.user_ids), bool)
   rated_before[users[before]] = True
   keep = lambda ids: ids[retrieval_model.QUERY_SECONDS_FEATURE] < cut
@@ -416,8 +413,7 @@ def main(argv=None) -> int:
                 users=query[1], items=query[2], times=query[3], histories=histories)
 
   if args.time_cut:
-    time_cut_study(run, lists, data, np.flatnonzero(keep), t_users, t_seconds,
-                   args.time_cut)
+    time_cut_study(run, lists, loaded, args.time_cut)
     print(f"\n{config.data_dir}; {time.monotonic() - started:.0f} s")
     return 0
   pushed = retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(

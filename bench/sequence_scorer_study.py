@@ -216,18 +216,6 @@ def train(data, users, items, seconds, eval_rows: Rows, evals, max_epochs: int, 
            np.take_along_axis(all_logits(eval_rows), evals, 1))
 
 
-def time_cut_rows(loaded, quantile: float):
-  """(cut, training rows before it, rows after it whose user rated before them): the
-  live-system protocol of bench/second_stage_study.py --time-cut."""
-  rows = np.flatnonzero(loaded.keep)
-  users, seconds = loaded.users, loaded.seconds
-  cut = int(np.quantile(seconds[rows], quantile))
-  first = np.array([s[0] if len(s) else np.iinfo(np.int64).max
-                    for s in loaded.data.user_train_seconds])
-  return (cut, rows[seconds[rows] < cut],
-          rows[(seconds[rows] >= cut) & (first[users[rows]] < seconds[rows])])
-
-
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,7 +237,7 @@ def main(argv=None) -> int:
   data = loaded.data
   with tempfile.TemporaryDirectory() as variant_dir:
     if args.time_cut:
-      cut, fit, after = time_cut_rows(loaded, args.time_cut)
+      cut, fit, after = loaded.time_cut(args.time_cut)
       pipeline_run.train_retrieval(run, {}, variant_dir, keep=lambda ids: ids[
           retrieval_model.QUERY_SECONDS_FEATURE] < cut)
       pair = retrieval_export.RetrievalModelPair(variant_dir)
