@@ -9,7 +9,10 @@ The SavedModel under the serving model directory (what TFX's Evaluator and the P
                  movie_release_year (0 = unknown))  -> {"predictions"}   (serving)
 
 and `assets.extra/ranking_core/`: the dense-input RankingCore alone, which the Pusher
-converts to TensorFlow Lite (ranking_core.json names its inputs).
+converts to TensorFlow Lite (ranking_core.json names its inputs); and, unless turned off
+(`sequence_scorer`), `assets.extra/sequence_scorer/`: the second stage that orders
+retrieval's candidates (modules/sequence_scorer.py), trained here on the same training
+ratings with its own hold-out (modules/sequence_trainer.py).
 """
 
 import dataclasses
@@ -17,11 +20,14 @@ import json
 import os
 import time
 
+from absl import logging
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from modules import features as F
 from modules import ranking_model
+from modules import sequence_scorer
+from modules import sequence_trainer
 from modules import training_progress
 from modules import transformed_data
 from modules import warm_start
@@ -32,6 +38,7 @@ TRAINING_FILE = "training.json"
 CORE_DIR = os.path.join("assets.extra", "ranking_core")
 CORE_INFO_FILE = "ranking_core.json"
 PREDICTIONS = F.RATING_OUTPUT
+SECONDS = F.transformed_name(F.TIMESTAMP_SECONDS)  # unix seconds, as Transform passes them
 
 
 def _cores(model) -> dict:
@@ -163,10 +170,36 @@ def export_core(core, path: str, num_genres: int) -> None:
     json.dump({"inputs": sorted(specs), "num_genres": num_genres}, f)
 
 
+def train_sequence_scorer(train_files, tft_output, hparams: RankingHParams):
+  """(scorer, summary), or (None, why not) when it is turned off or the catalogue is
+  wider than its full softmax is allowed to be."""
+  if not hparams.sequence_scorer:
+    return None, {"skipped": "turned off (sequence_scorer=false)"}
+  sizes = transformed_data.categorical_sizes(tft_output)
+  num_movies = sizes[ranking_model.MOVIE_ID]
+  if num_movies > hparams.sequence_max_catalogue:
+    why = (f"{num_movies:,} movies is more than sequence_max_catalogue "
+           f"({hparams.sequence_max_catalogue:,}) for a full softmax; serving orders by "
+           "retrieval score")
+    logging.warning("RankingTrainer: no sequence scorer: %s", why)
+    return None, {"skipped": why}
+  spec = tft_output.transformed_feature_spec()
+  names = (ranking_model.USER_ID, ranking_model.MOVIE_ID, SECONDS)
+  ids = transformed_data.columns(train_files, spec, names)
+  return sequence_trainer.train(*(ids[name] for name in names), num_movies, hparams)
+
+
 def run_fn(fn_args):
   """TFX Trainer entry point."""
   hparams = RankingHParams.from_dict(overrides_from(fn_args.custom_config, HPARAMS_KEY))
   tft_output = tft.TFTransformOutput(fn_args.transform_output)
   model, summary = train(fn_args.train_files, fn_args.eval_files, tft_output, hparams,
                          log_dir=fn_args.model_run_dir, base_model=fn_args.base_model)
+  scorer, summary["sequence_scorer"] = train_sequence_scorer(fn_args.train_files, tft_output,
+                                                             hparams)
   export(model, tft_output, fn_args.serving_model_dir, summary)
+  if scorer is not None:
+    sequence_scorer.export(
+        scorer, tft_output.vocabulary_file_by_name(F.VOCABULARY_NAMES[F.MOVIE_ID]),
+        os.path.join(fn_args.serving_model_dir, sequence_scorer.EXPORT_DIR),
+        summary["sequence_scorer"])

@@ -24,7 +24,8 @@ def synthetic_dir(tmp_path_factory, synthetic_data):
 # Batches of 128: the synthetic training split (~4k ratings) would be 4 steps an epoch at
 # the default 1,024, too few to beat popularity's next-item HR@10 (0.33 here) reliably.
 FAST_PIPELINE = dict(retrieval_hparams={"epochs": 4, "batch_size": 128},
-                     ranking_hparams={"epochs": 4, "ensemble_size": 1},
+                     ranking_hparams={"epochs": 4, "ensemble_size": 1,
+                                      "sequence_max_epochs": 6},
                      ranking_rmse_bound=1.5)
 
 

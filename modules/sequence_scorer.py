@@ -1,0 +1,192 @@
+"""The second stage: a sequence scorer that orders retrieval's candidates (issue 12).
+
+A SASRec-style encoder (Kang & McAuley 2018) reads the user's newest `sequence_length`
+earlier movies, newest first (movie, position-from-newest and log-days-gap embeddings,
+pre-norm self-attention blocks), and scores every movie against the newest position's
+output: logits over the whole catalogue, trained with a full softmax as in Klenitskiy &
+Vasilev 2023 (modules/sequence_trainer.py). It never sees a candidate list, so it cannot
+learn the lists' popularity pattern that sank the list-fitted re-rankers (BENCHMARKS.md,
+"Ranking").
+
+At serving, each candidate's ranking score is the scorer's score and the retrieval score,
+each standardised within the candidate list, added with equal weights (`blend`): the two
+models make different errors, and nothing is fitted on the lists. Measured on ml-100k
+(BENCHMARKS.md, "A sequence scorer from the next-item literature").
+
+Exported beside the rating model, under the ranking model's serving directory:
+
+  assets.extra/sequence_scorer/  score(user_history [n, h] raw movie ids, newest first,
+                                       "" padded; user_history_timestamps [n, h] unix
+                                       seconds; timestamp [n]; candidates [n, c] raw ids)
+                                   -> {"scores" [n, c], "known" [n, c]: False for a
+                                       candidate the scorer never trained on}
+"""
+
+import json
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from modules import features as F
+from modules.hparams import RankingHParams
+
+EXPORT_DIR = os.path.join("assets.extra", "sequence_scorer")
+INFO_FILE = "sequence_scorer.json"
+SIGNATURE = "score"
+CANDIDATES = "candidates"
+SCORES, KNOWN = "scores", "known"
+
+
+def log_day_gaps(query_seconds, rated_seconds):
+  """log(1 + days) from each rating to the query (0 for a rating at or after it)."""
+  return np.log1p(np.maximum(query_seconds - rated_seconds, 0) / F.SECONDS_PER_DAY)
+
+
+class _Block(tf.keras.layers.Layer):
+  """Pre-norm self-attention and feed-forward; padded positions are masked out."""
+
+  def __init__(self, hparams: RankingHParams, **kwargs):
+    super().__init__(**kwargs)
+    dim, heads, rate = hparams.sequence_dim, hparams.sequence_heads, hparams.sequence_dropout
+    self.attention_norm = tf.keras.layers.LayerNormalization()
+    self.attention = tf.keras.layers.MultiHeadAttention(heads, dim // heads, dropout=rate)
+    self.feed_forward_norm = tf.keras.layers.LayerNormalization()
+    self.hidden = tf.keras.layers.Dense(dim, activation="relu")
+    self.out = tf.keras.layers.Dense(dim)
+    self.dropout = tf.keras.layers.Dropout(rate)
+
+  def call(self, x, valid, training=False, newest_only=False):
+    """x [b, L, dim] -> the same, or [b, 1, dim]: the newest position only, all the last
+    block needs to compute (about a third of the training time)."""
+    y = self.attention_norm(x)
+    queries = y[:, :1] if newest_only else y
+    width = tf.shape(queries)[1]
+    mask = tf.cast(valid[:, None, :] * tf.ones_like(valid[:, :width])[..., None], tf.bool)
+    x = x[:, :width] + self.dropout(
+        self.attention(queries, y, attention_mask=mask, training=training), training=training)
+    x = x + self.dropout(self.out(self.hidden(self.feed_forward_norm(x))), training=training)
+    return x * valid[:, :width, None]
+
+
+class SequenceScorer(tf.keras.Model):
+  """(history [b, L] movie ids newest first, padded with num_movies; gaps [b, L]
+  log-days) -> logits [b, num_movies] over the catalogue."""
+
+  def __init__(self, num_movies: int, hparams: RankingHParams, **kwargs):
+    super().__init__(**kwargs)
+    self.num_movies, self.length = num_movies, hparams.sequence_length
+    dim = hparams.sequence_dim
+    self.movie = tf.keras.layers.Embedding(num_movies + 1, dim)  # + the padding id
+    self.position = tf.keras.layers.Embedding(self.length, dim)
+    self.gap = tf.keras.layers.Dense(dim)
+    self.dropout = tf.keras.layers.Dropout(hparams.sequence_dropout)
+    self.blocks = [_Block(hparams) for _ in range(hparams.sequence_blocks)]
+    self.norm = tf.keras.layers.LayerNormalization()
+    self.movie_bias = self.add_weight(name="movie_bias", shape=[num_movies],
+                                      initializer="zeros")
+    self.scale = float(np.sqrt(dim))
+
+  def encode(self, history, gaps, training=False):
+    """The query: [b, dim], read at the newest position."""
+    valid = tf.cast(history < self.num_movies, tf.float32)
+    x = (self.movie(history) * self.scale + self.position(tf.range(self.length))[None]
+         + self.gap(gaps[..., None]))
+    x = self.dropout(x, training=training) * valid[..., None]
+    for i, block in enumerate(self.blocks):
+      x = block(x, valid, training=training, newest_only=i == len(self.blocks) - 1)
+    return self.norm(x[:, 0])
+
+  def call(self, inputs, training=False):
+    history, gaps = inputs
+    query = self.encode(history, gaps, training=training)
+    return (tf.matmul(query, self.movie.embeddings[:self.num_movies], transpose_b=True)
+            + self.movie_bias)
+
+  def candidate_scores(self, query, candidates):
+    """Scores [b, c] of candidate ids [b, c] (each < num_movies) for queries [b, dim]."""
+    return (tf.einsum("bd,bcd->bc", query, tf.gather(self.movie.embeddings, candidates))
+            + tf.gather(self.movie_bias, candidates))
+
+
+def standardised(scores: np.ndarray, known: Optional[np.ndarray] = None) -> np.ndarray:
+  """Scores [lists, N] standardised within each list (over its `known` entries: the
+  others get 0, the list's mean), so that two scorers' scores add with equal weights."""
+  scores = np.asarray(scores, np.float64)
+  known = np.ones(scores.shape, bool) if known is None else np.asarray(known, bool)
+  count = np.maximum(known.sum(1, keepdims=True), 1)
+  mean = np.where(known, scores, 0).sum(1, keepdims=True) / count
+  deviation = np.where(known, scores - mean, 0)
+  std = np.sqrt((deviation ** 2).sum(1, keepdims=True) / count)
+  return deviation / (std + 1e-9)
+
+
+def blend(scorer_scores: np.ndarray, retrieval_scores: np.ndarray,
+          known: Optional[np.ndarray] = None) -> np.ndarray:
+  """The ranking score of each candidate [lists, N]: the two standardised scores added.
+  A candidate the scorer does not know is ordered by its retrieval score alone."""
+  return standardised(scorer_scores, known) + standardised(retrieval_scores)
+
+
+class _Export(tf.Module):
+  """The scorer, Transform's movie vocabulary as a lookup table, and `score`."""
+
+  def __init__(self, scorer: SequenceScorer, movie_vocabulary: str):
+    super().__init__()
+    self.scorer = scorer
+    self.vocabulary = tf.saved_model.Asset(movie_vocabulary)
+    self.movie_ids = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+        self.vocabulary, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+        tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, None], tf.string, name=F.USER_HISTORY),
+      tf.TensorSpec([None, None], tf.int64, name=F.USER_HISTORY_TIMESTAMPS),
+      tf.TensorSpec([None], tf.int64, name=F.TIMESTAMP),
+      tf.TensorSpec([None, None], tf.string, name=CANDIDATES)])
+  def score(self, user_history, user_history_timestamps, timestamp, candidates):
+    scorer, pad = self.scorer, self.scorer.num_movies
+    ids = self.movie_ids.lookup(user_history)
+    read = (ids >= 0) & (ids < pad)  # drops "" padding and movies never trained on
+    shape = [None, scorer.length]
+    history = tf.ragged.boolean_mask(ids, read)[:, :scorer.length].to_tensor(pad, shape=shape)
+    rated_at = tf.ragged.boolean_mask(user_history_timestamps, read)[:, :scorer.length]
+    rated_at = tf.cast(rated_at.to_tensor(0, shape=shape), tf.float64)
+    days = tf.maximum(tf.cast(timestamp, tf.float64)[:, None] - rated_at, 0) / F.SECONDS_PER_DAY
+    gaps = tf.where(history < pad, tf.cast(tf.math.log1p(days), tf.float32), 0.0)
+    candidate_ids = self.movie_ids.lookup(candidates)
+    known = (candidate_ids >= 0) & (candidate_ids < pad)
+    query = scorer.encode(history, gaps)
+    scores = scorer.candidate_scores(query, tf.where(known, candidate_ids, 0))
+    return {SCORES: tf.where(known, scores, 0.0), KNOWN: known}
+
+
+def export(scorer: SequenceScorer, movie_vocabulary: str, path: str, summary: dict) -> None:
+  """Saves `score` under `path` (EXPORT_DIR of the ranking serving dir), with the
+  training summary beside it."""
+  module = _Export(scorer, movie_vocabulary)
+  tf.saved_model.save(module, path, signatures={SIGNATURE: module.score})
+  with tf.io.gfile.GFile(os.path.join(path, INFO_FILE), "w") as f:
+    json.dump(summary, f, indent=2)
+
+
+class LoadedScorer:
+  """An exported scorer, for serving: scores one user's candidates."""
+
+  def __init__(self, path: str):
+    self._module = tf.saved_model.load(path)  # keeps its variables alive
+    self._score = self._module.signatures[SIGNATURE]
+    with open(os.path.join(path, INFO_FILE)) as f:
+      self.info = json.load(f)
+
+  def score(self, history, history_seconds, timestamp: int, candidates):
+    """(scores [c], known [c]) of one user's candidates (raw movie ids)."""
+    history = list(history) or [""]
+    seconds = list(history_seconds) + [timestamp] * (len(history) - len(history_seconds))
+    out = self._score(**{
+        F.USER_HISTORY: tf.constant([history]),
+        F.USER_HISTORY_TIMESTAMPS: tf.constant([seconds], tf.int64),
+        F.TIMESTAMP: tf.constant([timestamp], tf.int64),
+        CANDIDATES: tf.constant([list(candidates)])})
+    return out[SCORES].numpy()[0], out[KNOWN].numpy()[0]
