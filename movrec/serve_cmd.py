@@ -43,7 +43,10 @@ def cmd_recommend(args) -> int:
   as_of = f", as of {args.as_of}" if args.as_of is not None else ""
   print(f"user {args.user}: {result['path']} (bundle {result['version']}{as_of}, "
         f"ordered by {result.get('order_by', 'popularity')})")
-  columns = ["movie_id", "title", "genres", "retrieval_score", "predicted_rating"]
+  if result.get("order_fallback"):
+    print(f"  not by ranking score: {result['order_fallback']}")
+  columns = ["movie_id", "title", "genres", "ranking_score", "retrieval_score",
+             "predicted_rating"]
   print_items(result["items"], [c for c in columns
                                 if any(c in i for i in result["items"]) or c == "movie_id"])
   return 0
@@ -109,10 +112,11 @@ def add_parsers(sub) -> None:
   rec.add_argument("--user", required=True)
   rec.add_argument("-k", type=int, default=10)
   rec.add_argument("--candidates", type=int, default=100,
-                   help="retrieved before the ranking model predicts their ratings")
-  rec.add_argument("--order-by", choices=["retrieval_score", "predicted_rating"],
-                   default="retrieval_score", help="ordering of the top k (default: "
-                   "retrieval score; predicted rating measured worse for next-item)")
+                   help="retrieved, then ordered by the second stage")
+  rec.add_argument("--order-by", choices=["ranking_score", "retrieval_score", "predicted_rating"],
+                   help="ordering of the top k (default: ranking score when the bundle has "
+                   "a sequence scorer, else retrieval score; predicted rating measured worse "
+                   "for next-item)")
   rec.add_argument("--as-of", type=int, metavar="UNIX_SECONDS", help="backtest: answer as "
                    "of this time, from the user's ratings made before it only")
   rec.add_argument("--json", action="store_true")

@@ -3,10 +3,14 @@
   POST /recommend   {"user_id": "42", "k": 10, "candidates": 100,
                      "features": {"user_age": 30, ...}, "timestamp": 893286638,
                      "rated": ["50", "172"], "as_of": 880000000,
-                     "order_by": "retrieval_score"}     (all but user_id optional; as_of
+                     "order_by": "ranking_score"}       (all but user_id optional; as_of
                                                         backtests from earlier ratings;
-                                                        order_by: retrieval_score (default)
-                                                        or predicted_rating)
+                                                        order_by: ranking_score (the
+                                                        default when the bundle has a
+                                                        sequence scorer, else
+                                                        retrieval_score, and the response's
+                                                        order_fallback says why),
+                                                        retrieval_score or predicted_rating)
   GET  /similar?movie_id=50&k=10
   GET  /healthz     {"status": "ok" | "degraded", "version", "pinned", "reason"}; no token
   GET  /metadata    the bundle version and the artifact ids it serves
@@ -36,7 +40,7 @@ from prometheus_client import multiprocess
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.exposure import MULTIPROC_DIR_ENV, check_exposure
-from serving.recommender import ORDERS, RETRIEVAL_ORDER, LiveRecommender, UnknownMovieError
+from serving.recommender import ORDERS, LiveRecommender, UnknownMovieError
 
 log = logging.getLogger("movrec.http")
 
@@ -55,7 +59,8 @@ class RecommendRequest(BaseModel):
   rated: Optional[List[str]] = Field(default=None, max_length=5000)
   # Backtesting: answer as of this time (unix seconds), from the user's earlier ratings.
   as_of: Optional[int] = Field(default=None, ge=0)
-  order_by: str = Field(default=RETRIEVAL_ORDER, pattern="^(" + "|".join(ORDERS) + ")$")
+  # None: the best ordering the bundle has (serving/recommender.py).
+  order_by: Optional[str] = Field(default=None, pattern="^(" + "|".join(ORDERS) + ")$")
 
 
 class ServiceMetrics:

@@ -71,6 +71,14 @@ class Retriever:
     keep = [i for i, t in enumerate(rated_at) if t < as_of]
     return [rated[i] for i in keep], [rated_at[i] for i in keep]
 
+  def query_time(self, user_id: str, timestamp: Optional[int] = None,
+                 as_of: Optional[int] = None) -> int:
+    """When the query is made (unix seconds): `as_of`, else `timestamp`, else the user's
+    last rating's time, else the bundle's default."""
+    known = self.users.get(user_id) or {}
+    return int(as_of or timestamp or known.get("last_timestamp") or
+               self.manifest["default_timestamp"])
+
   def query_inputs(self, user_id: str, features: Optional[Dict] = None,
                    timestamp: Optional[int] = None,
                    history: Optional[Sequence[str]] = None,
@@ -84,8 +92,7 @@ class Retriever:
     values = dict(known["features"]) if known else {}
     values.update(features or {})
     values[F.USER_ID] = user_id
-    values[F.TIMESTAMP] = int(as_of or timestamp or (known or {}).get("last_timestamp") or
-                              self.manifest["default_timestamp"])
+    values[F.TIMESTAMP] = self.query_time(user_id, timestamp, as_of)
     if history is None:
       history, rated_at = self.rated_before(user_id, as_of)
     else:

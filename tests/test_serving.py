@@ -48,7 +48,7 @@ def push(serving_dir: str, artifacts) -> int:
 def test_known_user_gets_unseen_movies_in_retrieval_order_with_predicted_ratings(recommender):
   user = next(iter(recommender.retriever.users))
   rated = set(recommender.retriever.rated(user))
-  result = recommender.recommend(user, k=10, candidates=40)
+  result = recommender.recommend(user, k=10, candidates=40, order_by="retrieval_score")
   assert result["path"] == PERSONALIZED and result["order_by"] == "retrieval_score"
   items = result["items"]
   assert len(items) == 10 and not rated & {i["movie_id"] for i in items}
@@ -92,6 +92,52 @@ def independent_ratings(recommender, user, movie_ids):
   model = tf.saved_model.load(os.path.join(recommender.path, bundle_layout.RANKING_MODEL_DIR))
   out = model.signatures["serving_default"](examples=tf.constant(examples))
   return [float(v) for v in out["predictions"].numpy().reshape(-1)]
+
+
+def test_default_order_blends_the_sequence_scorer_with_retrieval(recommender):
+  """The ranking score, recomputed here from the exported scorer's own signature and
+  the retrieval scores, standardised by hand."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  retriever = recommender.retriever
+  user = max(retriever.users, key=lambda u: len(retriever.users[u]["rated"]))
+  result = recommender.recommend(user, k=10, candidates=40)
+  assert result["order_by"] == "ranking_score" and "order_fallback" not in result
+  items = result["items"]
+  assert all({"retrieval_score", "ranking_score", "predicted_rating"} <= set(i) for i in items)
+  retrieved = retriever.recommend(user, k=40, exclude_rated=True)
+  stored = retriever.users[user]
+  scorer = tf.saved_model.load(os.path.join(recommender.path, bundle_layout.RANKING_MODEL_DIR,
+                                            "assets.extra", "sequence_scorer"))
+  out = scorer.signatures["score"](
+      user_history=tf.constant([stored["rated"]]),
+      user_history_timestamps=tf.constant([stored["rated_at"]], tf.int64),
+      timestamp=tf.constant([stored["last_timestamp"]], tf.int64),
+      candidates=tf.constant([[r.movie_id for r in retrieved]]))
+  sequence, known = out["scores"].numpy()[0].astype(float), out["known"].numpy()[0]
+  z = lambda v: (v - v.mean()) / v.std()
+  sequence_z = np.zeros(len(sequence))  # a movie the scorer never trained on: 0
+  sequence_z[known] = z(sequence[known])
+  expected = sequence_z + z(np.array([r.score for r in retrieved]))
+  top = np.argsort(-expected, kind="stable")[:10]
+  assert [i["movie_id"] for i in items] == [retrieved[t].movie_id for t in top]
+  assert [i["ranking_score"] for i in items] == pytest.approx(expected[top], abs=1e-4)
+  assert [i["retrieval_score"] for i in items] == pytest.approx(
+      [retrieved[t].score for t in top], abs=1e-6)
+
+
+def test_a_bundle_without_a_sequence_scorer_says_why_it_orders_by_retrieval(
+    pushed_artifacts, tmp_path):
+  from components.bundle_pusher import executor as pusher  # pylint: disable=g-import-not-at-top
+  path = pusher.write_bundle(str(tmp_path / "bundles"), pushed_artifacts["model"],
+                             pushed_artifacts["index"], pushed_artifacts["examples"], None)
+  bare = Recommender(path)
+  user = next(iter(bare.retriever.users))
+  result = bare.recommend(user, k=5, candidates=20)
+  assert result["order_by"] == "retrieval_score"
+  assert "has no ranking model" in result["order_fallback"]
+  with pytest.raises(ValueError, match="cannot order by ranking_score"):
+    bare.recommend(user, k=5, order_by="ranking_score")
 
 
 def test_ordering_by_predicted_rating_is_the_best_rated_of_the_candidates(recommender):
