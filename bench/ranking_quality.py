@@ -83,12 +83,6 @@ def ratio_cell(new: np.ndarray, base: np.ndarray) -> str:
   return f"{new.mean() / base.mean():.3f} ({low:.3f}-{high:.3f})"
 
 
-def standardised(scores: np.ndarray) -> np.ndarray:
-  """Scores [lists, N] standardised within each list, so that two scorers' scores can be
-  added with equal weights (nothing fitted on the lists)."""
-  return (scores - scores.mean(1, keepdims=True)) / (scores.std(1, keepdims=True) + 1e-9)
-
-
 def retrieve(pair, data, serialized, users, items, times, n=N_RETRIEVED):
   """(candidates [n, N] catalogue indices, scores, histories, labels [n, N]) of queries."""
   candidates, _ = pair.embed_candidate_examples(data.catalogue_serialized)

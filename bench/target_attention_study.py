@@ -149,7 +149,8 @@ def main(argv=None) -> int:
   rates = lambda scores: rq.top_k_rates(np.argsort(-scores, axis=1, kind="stable"), labels)
   ranks = lambda scores: np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1)
   in_order = -np.broadcast_to(np.arange(rq.N_RETRIEVED), labels.shape).astype(np.float32)
-  blend = lambda scores: rq.standardised(scores) + rq.standardised(retrieval_scores)
+  from modules import sequence_scorer  # pylint: disable=g-import-not-at-top
+  blend = lambda scores: sequence_scorer.blend(scores, retrieval_scores)
   base = rates(in_order)
   print(f"{config.data_dir}, split {config.split_method}: {len(labels):,} eval ratings; "
         f"retrieval order HR@10 {base[0]:.4f}, NDCG@10 {base[1]:.4f}\n")
