@@ -125,8 +125,15 @@ def standardised(scores: np.ndarray, known: Optional[np.ndarray] = None) -> np.n
 def blend(scorer_scores: np.ndarray, retrieval_scores: np.ndarray,
           known: Optional[np.ndarray] = None) -> np.ndarray:
   """The ranking score of each candidate [lists, N]: the two standardised scores added.
-  A candidate the scorer does not know is ordered by its retrieval score alone."""
-  return standardised(scorer_scores, known) + standardised(retrieval_scores)
+  A candidate the scorer does not know is ordered by its retrieval score alone. Entries
+  whose retrieval score is -inf are not in the list (a list shorter than N): they stay
+  -inf and do not count in the standardisation."""
+  retrieval_scores = np.asarray(retrieval_scores, np.float64)
+  in_list = np.isfinite(retrieval_scores)
+  known = in_list if known is None else in_list & np.asarray(known, bool)
+  blended = (standardised(scorer_scores, known) +
+             standardised(np.where(in_list, retrieval_scores, 0.0), in_list))
+  return np.where(in_list, blended, -np.inf)
 
 
 class _Export(tf.Module):
@@ -181,12 +188,20 @@ class LoadedScorer:
       self.info = json.load(f)
 
   def score(self, history, history_seconds, timestamp: int, candidates):
-    """(scores [c], known [c]) of one user's candidates (raw movie ids)."""
-    history = list(history) or [""]
-    seconds = list(history_seconds) + [timestamp] * (len(history) - len(history_seconds))
+    """(scores [c], known [c]) of one user's candidates (raw movie ids); history newest
+    first, `history_seconds` aligned (missing ones: rated at the query's time)."""
+    scores, known = self.score_many([history], [history_seconds], [timestamp], [candidates])
+    return scores[0], known[0]
+
+  def score_many(self, histories, histories_seconds, timestamps, candidates):
+    """(scores [n, c], known [n, c]) of n queries' candidate lists (equal lengths)."""
+    width = max([len(h) for h in histories] + [1])
+    padded = [list(h) + [""] * (width - len(h)) for h in histories]
+    seconds = [list(s) + [t] * (width - len(s))
+               for s, t in zip(histories_seconds, timestamps)]
     out = self._score(**{
-        F.USER_HISTORY: tf.constant([history]),
-        F.USER_HISTORY_TIMESTAMPS: tf.constant([seconds], tf.int64),
-        F.TIMESTAMP: tf.constant([timestamp], tf.int64),
-        CANDIDATES: tf.constant([list(candidates)])})
-    return out[SCORES].numpy()[0], out[KNOWN].numpy()[0]
+        F.USER_HISTORY: tf.constant(padded, tf.string),
+        F.USER_HISTORY_TIMESTAMPS: tf.constant(seconds, tf.int64),
+        F.TIMESTAMP: tf.constant(list(timestamps), tf.int64),
+        CANDIDATES: tf.constant([list(c) for c in candidates], tf.string)})
+    return out[SCORES].numpy(), out[KNOWN].numpy()

@@ -117,3 +117,12 @@ def test_blend_adds_standardised_scores_and_orders_unknown_candidates_by_retriev
   expected_known = z(np.array([3.0, 1.0, 2.0])) + z(retrieval[0])[:3]
   np.testing.assert_allclose(blended[0, :3], expected_known, atol=1e-6)
   assert blended[0, 3] == pytest.approx(z(retrieval[0])[3])  # the scorer's 50 is ignored
+
+
+def test_blend_leaves_entries_outside_a_short_list_out():
+  scorer = np.array([[1.0, 2.0, 3.0, 9.0]])
+  retrieval = np.array([[0.3, 0.2, 0.1, -np.inf]])  # a list of three, padded
+  blended = sequence_scorer.blend(scorer, retrieval)
+  z = lambda v: (v - v.mean()) / v.std()
+  np.testing.assert_allclose(blended[0, :3], z(scorer[0, :3]) + z(retrieval[0, :3]), atol=1e-6)
+  assert blended[0, 3] == -np.inf
