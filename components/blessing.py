@@ -1,4 +1,5 @@
-"""Blessing decisions shared by the RetrievalEvaluator and the IndexBuilder.
+"""Blessing decisions shared by the RetrievalEvaluator, the IndexBuilder and the
+TwoStageEvaluator.
 
 A ModelBlessing is written the way TFX's Evaluator writes it (an empty BLESSED or
 NOT_BLESSED file, custom properties `blessed`, `current_model`, `current_model_id`,
@@ -26,6 +27,7 @@ BLESSED_KEY = "blessed"
 REASONS_KEY = "reasons"
 MODEL_KIND_KEY = "model_kind"
 RETRIEVAL, RANKING, RETRIEVAL_INDEX = "retrieval", "ranking", "retrieval_index"
+RANKING_ORDER = "ranking_order"  # the TwoStageEvaluator's: serving may order by ranking score
 
 
 @dataclasses.dataclass

@@ -103,6 +103,10 @@ class PipelineConfig:
   # ratings (split "last") are harder than random ones: 1.015 on ml-100k (0.898 random).
   ranking_rmse_bound: float = 1.1
   ranking_max_regression: float = 0.01
+  # Serving orders by ranking score (the sequence scorer blended with retrieval) by
+  # default only when the TwoStageEvaluator finds its NDCG@10 on the eval rows above
+  # retrieval order's x (1 + this); otherwise by retrieval score, saying why.
+  ranking_order_min_gain: float = 0.0
   # Whether the ratings carry user demographics; None reads it from the data files. Set it
   # when compiling for a cluster against data this machine cannot read (gs://...).
   user_demographics: Optional[bool] = None

@@ -10,9 +10,13 @@
       ├─ RetrievalTrainer ─┬─ RetrievalEvaluator (eval split × whole catalogue; vs the last
       │                    │      blessed model from LatestBlessedRetrievalModelResolver)
       │                    └─ IndexBuilder (ScaNN over the candidates; recall vs exact)
-      ├─ RankingTrainer ──── RankingEvaluator (TFMA: RMSE bound, vs the last blessed one)
+      ├─ RankingTrainer ─┬── RankingEvaluator (TFMA: RMSE bound, vs the last blessed one)
+      │  (rating model + └── TwoStageEvaluator (with the RetrievalTrainer's model: the
+      │   sequence scorer)       eval rows' candidates ordered by ranking score vs as
+      │                          retrieved; blesses the ranking order)
       └──────────────────── BundlePusher (query model + index + ranking model (+ TFLite),
-                                          only when all three are blessed)
+                                          only when all three are blessed; the manifest
+                                          records whether the ranking order is)
 """
 
 import json
@@ -28,6 +32,7 @@ from components.curated_schema_gen.component import CuratedSchemaGen
 from components.index_builder.component import IndexBuilder
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.retrieval_evaluator.component import RetrievalEvaluator
+from components.two_stage_evaluator.component import TwoStageEvaluator
 from components import blessing
 from components import ranking_evaluator as ranking_evaluator_lib
 from components.validation_gate.component import ValidationGate
@@ -217,6 +222,12 @@ def create_pipeline(
       example_splits=[F.EVAL_SPLIT],
   ).with_id("RankingEvaluator")
   ranking_evaluator.executor_spec = ranking_evaluator_lib.EXECUTOR_SPEC.copy()
+  two_stage_evaluator = TwoStageEvaluator(
+      retrieval_model=retrieval_trainer_.outputs["model"],
+      ranking_model=ranking_trainer_.outputs["model"],
+      examples=example_gen.outputs["examples"],
+      candidates=example_gen.outputs["candidates"],
+      min_gain=config.ranking_order_min_gain)
 
   pusher = BundlePusher(
       model=retrieval_trainer_.outputs["model"],
@@ -225,6 +236,7 @@ def create_pipeline(
       index_blessing=index_builder.outputs["blessing"],
       ranking_model=ranking_trainer_.outputs["model"],
       ranking_blessing=ranking_evaluator.outputs["blessing"],
+      order_blessing=two_stage_evaluator.outputs["blessing"],
       examples=training_examples,  # the users table covers every span the models learnt
       serving_dir=config.serving_dir)
 
@@ -234,7 +246,7 @@ def create_pipeline(
       validation_gate, *nodes_for_spans, transform, retrieval_trainer_,
       latest_blessed_retrieval,
       retrieval_evaluator, index_builder, ranking_trainer_, latest_blessed_ranking,
-      ranking_evaluator, pusher,
+      ranking_evaluator, two_stage_evaluator, pusher,
   ]
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,

@@ -96,7 +96,8 @@ def pushed_artifacts(pushed_run):
                                standard_artifacts.TransformGraph),
       model_blessing=artifact("RetrievalEvaluator", "blessing", standard_artifacts.ModelBlessing),
       ranking_blessing=artifact("RankingEvaluator", "blessing",
-                                standard_artifacts.ModelBlessing))
+                                standard_artifacts.ModelBlessing),
+      order_blessing=artifact("TwoStageEvaluator", "blessing", standard_artifacts.ModelBlessing))
 
 
 def pytest_unconfigure(config):  # pylint: disable=unused-argument

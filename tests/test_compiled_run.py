@@ -37,14 +37,18 @@ def test_every_task_runs_and_blesses_as_the_local_runner_does(compiled_run):
   spec_path, _, store, run, local_run, console = compiled_run
   spec = compiled_spec.load(spec_path)
   names = [t.name for t in compiled_spec.tasks_in_order(spec)]
-  assert len(names) == 19 and set(run.outputs) == set(names)
+  assert len(names) == 20 and set(run.outputs) == set(names)
   executions = store.get_executions()
-  assert len(executions) == 19
+  assert len(executions) == 20
   assert {e.last_known_state for e in executions} == {pb.Execution.COMPLETE}
-  assert "[19/19] BundlePusher" in console and "RetrievalTrainer epoch" in console
+  assert "[20/20] BundlePusher" in console and "RetrievalTrainer epoch" in console
   local = {node: bool(local_run.output(node, "blessing").custom_properties["blessed"].int_value)
            for node in ("RetrievalEvaluator", "IndexBuilder", "RankingEvaluator")}
-  assert run.blessings() == local == {node: True for node in local}
+  blessings = run.blessings()
+  # The TwoStageEvaluator's decides the default order only; on 120 synthetic eval rows
+  # it may go either way between two trainings, so only its presence is compared.
+  assert "TwoStageEvaluator" in blessings
+  assert {n: b for n, b in blessings.items() if n in local} == local == {n: True for n in local}
   pushed = run.outputs["BundlePusher"]["pushed_model"][0]["metadata"]
   assert pushed["pushed"] == 1
 

@@ -18,7 +18,8 @@ IMAGE = "us-docker.pkg.dev/my-project/movrec/pipeline:1.0"
 COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
               "CandidateStatisticsGen", "CandidateSchemaGen", "CandidateExampleValidator",
               "ValidationGate", "Transform", "RetrievalTrainer", "RetrievalEvaluator",
-              "IndexBuilder", "RankingTrainer", "RankingEvaluator", "BundlePusher"}
+              "IndexBuilder", "RankingTrainer", "RankingEvaluator", "TwoStageEvaluator",
+              "BundlePusher"}
 
 
 def remote_config(**overrides):
@@ -62,7 +63,9 @@ def test_dependencies_follow_the_dag(compiled):
   assert any("RetrievalModelResolver" in d for d in deps["RetrievalEvaluator"])
   assert any("RankingModelResolver" in d for d in deps["RankingEvaluator"])
   assert {"RetrievalTrainer", "Transform", "MovieLensExampleGen"} <= deps["IndexBuilder"]
-  assert {"RetrievalEvaluator", "IndexBuilder", "RankingEvaluator"} <= deps["BundlePusher"]
+  assert {"RetrievalTrainer", "RankingTrainer"} <= deps["TwoStageEvaluator"]
+  assert {"RetrievalEvaluator", "IndexBuilder", "RankingEvaluator",
+          "TwoStageEvaluator"} <= deps["BundlePusher"]
   # Warm start: each Trainer reads the last blessed model of its kind.
   assert any("RetrievalModelResolver" in d for d in deps["RetrievalTrainer"])
   assert any("RankingModelResolver" in d for d in deps["RankingTrainer"])

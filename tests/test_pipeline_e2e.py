@@ -20,7 +20,7 @@ COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "SchemaGen", "ExampleValid
               "ValidationGate", "Transform", "RetrievalTrainer",
               "LatestBlessedRetrievalModelResolver", "RetrievalEvaluator", "IndexBuilder",
               "RankingTrainer", "LatestBlessedRankingModelResolver", "RankingEvaluator",
-              "BundlePusher"}
+              "TwoStageEvaluator", "BundlePusher"}
 RESOLVERS = {"LatestBlessedRetrievalModelResolver", "LatestBlessedRankingModelResolver"}
 # What a rerun with unchanged inputs executes again: the evaluators now have a baseline
 # (the models blessed by the first run), so they re-evaluate; the pusher sees new blessings.

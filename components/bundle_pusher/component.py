@@ -4,8 +4,10 @@ TFX's Pusher pushes one model gated on one blessing; the serving bundle needs th
 model, the index and the user table together, and only when both the model (from the
 RetrievalEvaluator) and the index (from the IndexBuilder), and the ranking model when one
 is given (from TFX's Evaluator), are blessed. The ranking model is also converted to
-TensorFlow Lite. Nothing is
-written otherwise; the PushedModel artifact then has `pushed` = 0 and the reasons.
+TensorFlow Lite. Nothing is written otherwise; the PushedModel artifact then has
+`pushed` = 0 and the reasons. The TwoStageEvaluator's blessing (`order_blessing`), when
+given, does not gate the push: the manifest records it (`ranking_order`), and serving
+orders by ranking score by default only when it is blessed.
 Layout of a bundle: bundle/layout.py.
 """
 
@@ -34,6 +36,8 @@ class BundlePusherSpec(types.ComponentSpec):
           type=standard_artifacts.Model, optional=True),
       executor.RANKING_BLESSING_KEY: component_spec.ChannelParameter(
           type=standard_artifacts.ModelBlessing, optional=True),
+      executor.ORDER_BLESSING_KEY: component_spec.ChannelParameter(
+          type=standard_artifacts.ModelBlessing, optional=True),
       executor.EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
   }
   OUTPUTS = {
@@ -50,11 +54,15 @@ class BundlePusher(base_component.BaseComponent):
                index: types.BaseChannel, index_blessing: types.BaseChannel,
                examples: types.BaseChannel, serving_dir: str,
                ranking_model: Optional[types.BaseChannel] = None,
-               ranking_blessing: Optional[types.BaseChannel] = None):
+               ranking_blessing: Optional[types.BaseChannel] = None,
+               order_blessing: Optional[types.BaseChannel] = None):
     if (ranking_model is None) != (ranking_blessing is None):
       raise ValueError("give both ranking_model and ranking_blessing, or neither")
+    if order_blessing is not None and ranking_model is None:
+      raise ValueError("order_blessing (the TwoStageEvaluator's) needs a ranking_model")
     super().__init__(spec=BundlePusherSpec(
         model=model, model_blessing=model_blessing, index=index,
         index_blessing=index_blessing, ranking_model=ranking_model,
-        ranking_blessing=ranking_blessing, examples=examples, serving_dir=serving_dir,
+        ranking_blessing=ranking_blessing, order_blessing=order_blessing,
+        examples=examples, serving_dir=serving_dir,
         pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

@@ -27,6 +27,9 @@ MODEL_KEY = "model"
 MODEL_BLESSING_KEY = "model_blessing"
 RANKING_MODEL_KEY = "ranking_model"
 RANKING_BLESSING_KEY = "ranking_blessing"
+# The TwoStageEvaluator's blessing: recorded in the manifest, it decides serving's default
+# order (ranking score when blessed); it does not gate the push.
+ORDER_BLESSING_KEY = "order_blessing"
 INDEX_KEY = "index"
 INDEX_BLESSING_KEY = "index_blessing"
 EXAMPLES_KEY = "examples"
@@ -131,8 +134,17 @@ def popularity(users: List[Dict], limit: int = 1000) -> List[List]:
   return [[m, c] for m, c in sorted(counts.items(), key=lambda mc: (-mc[1], mc[0]))[:limit]]
 
 
+def ranking_order(order_blessing: Optional[types.Artifact]) -> Optional[Dict]:
+  """The manifest's record of the TwoStageEvaluator's decision (None: not evaluated)."""
+  if order_blessing is None:
+    return None
+  return {"blessed": blessing_lib.is_blessed(order_blessing), "blessing_id": order_blessing.id,
+          "reasons": order_blessing.get_string_custom_property(blessing_lib.REASONS_KEY)}
+
+
 def serving_version_of(serving_dir: str, model: types.Artifact, index: types.Artifact,
-                       ranking: Optional[types.Artifact] = None) -> Optional[str]:
+                       ranking: Optional[types.Artifact] = None,
+                       order_blessing: Optional[types.Artifact] = None) -> Optional[str]:
   """The newest bundle's path if it already serves exactly these artifacts."""
   found = bundle_layout.versions(serving_dir)
   if not found:
@@ -141,7 +153,9 @@ def serving_version_of(serving_dir: str, model: types.Artifact, index: types.Art
   with tf.io.gfile.GFile(os.path.join(path, bundle_layout.MANIFEST_FILE)) as f:
     manifest = json.load(f)
   same = (manifest["retrieval_model"]["id"] == model.id and manifest["index"]["id"] == index.id
-          and (manifest.get("ranking_model") or {}).get("id") == (ranking.id if ranking else None))
+          and (manifest.get("ranking_model") or {}).get("id") == (ranking.id if ranking else None)
+          and (manifest.get("ranking_order") or {}).get("blessing_id") ==
+          (order_blessing.id if order_blessing else None))
   return path if same else None
 
 
@@ -193,7 +207,8 @@ def next_version(serving_dir: str) -> int:
 
 def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
                  examples: Sequence[types.Artifact],
-                 ranking: Optional[types.Artifact] = None) -> str:
+                 ranking: Optional[types.Artifact] = None,
+                 order_blessing: Optional[types.Artifact] = None) -> str:
   """Writes a new version and returns its path. Locally: into a temp dir, then renamed
   into place (atomic). On object stores: in place, manifest last (see bundle_layout)."""
   tf.io.gfile.makedirs(serving_dir)
@@ -225,6 +240,7 @@ def write_bundle(serving_dir: str, model: types.Artifact, index: types.Artifact,
                   "num_candidates": index.get_int_custom_property("num_candidates")
                   if index.has_custom_property("num_candidates") else None},
         "ranking_model": {"uri": ranking.uri, "id": ranking.id} if ranking else None,
+        "ranking_order": ranking_order(order_blessing) if ranking else None,
         "num_users": len(users),
         "default_timestamp": max((u["last_timestamp"] for u in users), default=0),
         "files": bundle_layout.file_list(work),  # checked by serving before use
@@ -265,12 +281,14 @@ class Executor(base_executor.BaseExecutor):
     examples = input_dict[EXAMPLES_KEY]  # this span, or the rolling window's spans
     ranking = (artifact_utils.get_single_instance(input_dict[RANKING_MODEL_KEY])
                if input_dict.get(RANKING_MODEL_KEY) else None)
+    order = (artifact_utils.get_single_instance(input_dict[ORDER_BLESSING_KEY])
+             if ranking is not None and input_dict.get(ORDER_BLESSING_KEY) else None)
     serving_dir = exec_properties[SERVING_DIR_KEY]
-    path = serving_version_of(serving_dir, model, index, ranking)
+    path = serving_version_of(serving_dir, model, index, ranking, order)
     if path:  # e.g. a rerun that re-blessed the same model: nothing new to serve
       logging.info("BundlePusher: %s already serves this model and index", path)
     else:
-      path = write_bundle(serving_dir, model, index, examples, ranking)
+      path = write_bundle(serving_dir, model, index, examples, ranking, order)
       logging.info("BundlePusher: pushed %s", path)
     pushed.set_int_custom_property(contract.PUSHED, 1)
     pushed.set_string_custom_property(contract.PUSHED_DESTINATION, path)

@@ -1,0 +1,108 @@
+"""Two-stage metrics: retrieve → leave out what the user had rated → order, on the eval rows.
+
+For every eval rating, the retrieval towers' N best movies (scored exactly over the
+whole catalogue, the user's movies rated by then left out as the RetrievalEvaluator
+leaves them out) form its candidate list; the list is ordered twice:
+
+  retrieval_order  the first stage alone (the list as retrieved)
+  two_stage        by ranking score: the sequence scorer's score blended with the
+                   retrieval score (modules/sequence_scorer.blend), as serving orders it
+
+and each order's HR@10 and NDCG@10 is the eval rating's movie's place in it (a list
+without it: a miss for both). Same rows, same candidates: the difference is the second
+stage's alone. The ratio's 95% interval is a paired bootstrap over the rows.
+"""
+
+from typing import Dict, Tuple
+
+import numpy as np
+
+from components.retrieval_evaluator.eval_set import EvalSet
+from modules import sequence_scorer
+
+K = 10
+_CHUNK = 1024
+_RESAMPLES = 1000
+
+
+def candidate_lists(model_pair, data: EvalSet, n: int) -> Tuple[np.ndarray, np.ndarray]:
+  """(candidates [rows, n] catalogue indices, best first; their retrieval scores)."""
+  movies, ids = model_pair.embed_candidate_examples(data.catalogue_serialized)
+  assert list(ids) == list(data.catalogue_ids), "candidate model reordered the catalogue"
+  queries = model_pair.embed_query_examples(data.eval_serialized)
+  n = min(n, len(ids))
+  tops, scores = [], []
+  for start in range(0, len(queries), _CHUNK):
+    rows = np.arange(start, min(start + _CHUNK, len(queries)))
+    chunk = queries[rows] @ movies.T
+    for i, rated in enumerate(data.rated_by_then(rows)):
+      chunk[i, rated[rated != data.eval_items[rows[i]]]] = -np.inf
+    top = np.argsort(-chunk, axis=1, kind="stable")[:, :n]
+    tops.append(top)
+    scores.append(np.take_along_axis(chunk, top, 1))
+  if not tops:
+    return np.zeros((0, n), np.int64), np.zeros((0, n), np.float32)
+  return np.concatenate(tops), np.concatenate(scores)
+
+
+def scorer_scores(scorer: sequence_scorer.LoadedScorer, data: EvalSet,
+                  candidates: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """(scores, known) [rows, n] of the sequence scorer, each row's query reading its
+  user's training ratings made strictly before it, newest first."""
+  scores, known = [], []
+  for start in range(0, len(candidates), _CHUNK):
+    rows = np.arange(start, min(start + _CHUNK, len(candidates)))
+    histories, rated_at = [], []
+    for row, seen in zip(rows, data.seen_before(rows)):
+      seconds = data.user_train_seconds[data.eval_users[row]][:len(seen)]
+      histories.append(list(data.catalogue_ids[seen[::-1]]))
+      rated_at.append([int(t) for t in seconds[::-1]])
+    s, k = scorer.score_many(histories, rated_at, [int(t) for t in data.eval_seconds[rows]],
+                             data.catalogue_ids[candidates[rows]].tolist())
+    scores.append(s)
+    known.append(k)
+  return np.concatenate(scores), np.concatenate(known)
+
+
+def row_rates(order: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """Per row: (hit@K, NDCG@K) of a list put in `order` (column indices, best first);
+  labels [rows, n] True at the eval rating's movie."""
+  ranked = np.take_along_axis(labels, order, 1)[:, :K]
+  hit = ranked.any(1)
+  rank = np.argmax(ranked, 1)
+  return hit.astype(np.float64), np.where(hit, 1 / np.log2(rank + 2), 0.0)
+
+
+def paired_ratio_interval(new: np.ndarray, old: np.ndarray, seed: int = 0):
+  """95% paired-bootstrap interval of mean(new) / mean(old) over the rows."""
+  if not len(new) or old.sum() == 0:
+    return None
+  rng = np.random.default_rng(seed)
+  picks = rng.integers(0, len(new), (_RESAMPLES, len(new)))
+  ratios = new[picks].mean(1) / np.maximum(old[picks].mean(1), 1e-12)
+  return [float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))]
+
+
+def evaluate(model_pair, scorer: sequence_scorer.LoadedScorer, data: EvalSet,
+             n: int) -> Dict[str, float]:
+  """Flat metrics: retrieval_order_{hr,ndcg}_at_10, two_stage_{hr,ndcg}_at_10, their
+  ratios (two_stage / retrieval_order) and the ratios' interval bounds."""
+  candidates, retrieval = candidate_lists(model_pair, data, n)
+  labels = candidates == data.eval_items[:, None]
+  scores, known = scorer_scores(scorer, data, candidates)
+  as_retrieved = np.broadcast_to(np.arange(candidates.shape[1]), candidates.shape)
+  by_ranking = np.argsort(-sequence_scorer.blend(scores, retrieval, known), axis=1,
+                          kind="stable")
+  out = {"eval_ratings": int(len(candidates)), "candidates": int(candidates.shape[1]),
+         "candidates_unknown_to_scorer": float(1 - known.mean()) if known.size else 0.0,
+         "candidate_recall": float(labels.any(1).mean()) if len(labels) else 0.0}
+  for metric, old, new in zip(("hr_at_10", "ndcg_at_10"), row_rates(as_retrieved, labels),
+                              row_rates(by_ranking, labels)):
+    out[f"retrieval_order_{metric}"] = float(old.mean()) if len(old) else 0.0
+    out[f"two_stage_{metric}"] = float(new.mean()) if len(new) else 0.0
+    out[f"two_stage_{metric}_ratio"] = (out[f"two_stage_{metric}"] /
+                                        max(out[f"retrieval_order_{metric}"], 1e-12))
+    interval = paired_ratio_interval(new, old)
+    if interval:
+      out[f"two_stage_{metric}_ratio_low"], out[f"two_stage_{metric}_ratio_high"] = interval
+  return out

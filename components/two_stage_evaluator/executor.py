@@ -1,0 +1,86 @@
+"""TwoStageEvaluator executor: the two-stage order against retrieval order, and its blessing."""
+
+import json
+import os
+from typing import Any, Dict, List
+
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+from tfx.utils import path_utils
+
+from components import blessing as blessing_lib
+from components.retrieval_evaluator import eval_set as eval_set_lib
+from components.two_stage_evaluator import evaluate
+from modules import ranking_trainer
+from modules import retrieval_export
+from modules import sequence_scorer
+
+RETRIEVAL_MODEL_KEY = "retrieval_model"
+RANKING_MODEL_KEY = "ranking_model"
+EXAMPLES_KEY = "examples"
+CANDIDATES_KEY = "candidates"
+EVALUATION_KEY = "evaluation"
+BLESSING_KEY = "blessing"
+LIST_SIZE_KEY = "list_size"
+MIN_GAIN_KEY = "min_gain"
+METRICS_FILE = "metrics.json"
+GATED_METRIC = "ndcg_at_10"
+
+
+def scorer_dir(ranking_model: types.Artifact) -> str:
+  return os.path.join(path_utils.serving_model_dir(ranking_model.uri), sequence_scorer.EXPORT_DIR)
+
+
+def why_no_scorer(ranking_model: types.Artifact) -> str:
+  """What the RankingTrainer recorded about skipping the scorer."""
+  path = os.path.join(path_utils.serving_model_dir(ranking_model.uri),
+                      ranking_trainer.TRAINING_FILE)
+  try:
+    with open(path) as f:
+      skipped = (json.load(f).get("sequence_scorer") or {}).get("skipped")
+  except (OSError, ValueError):
+    skipped = None
+  return f"the ranking model has no sequence scorer ({skipped or 'not trained'})"
+
+
+def decide(metrics: Dict[str, float], min_gain: float) -> blessing_lib.Decision:
+  """Blessed when the two-stage NDCG@10 is above retrieval order's × (1 + min_gain)."""
+  return blessing_lib.decide(
+      {GATED_METRIC: metrics[f"two_stage_{GATED_METRIC}"]}, {},
+      reference={GATED_METRIC: metrics[f"retrieval_order_{GATED_METRIC}"] * (1 + min_gain)},
+      reference_name=f"retrieval order x {1 + min_gain:g}")
+
+
+class Executor(base_executor.BaseExecutor):
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    retrieval = artifact_utils.get_single_instance(input_dict[RETRIEVAL_MODEL_KEY])
+    ranking = artifact_utils.get_single_instance(input_dict[RANKING_MODEL_KEY])
+    min_gain = float(exec_properties.get(MIN_GAIN_KEY) or 0.0)
+    metrics: Dict[str, float] = {}
+    if not os.path.isdir(scorer_dir(ranking)):
+      decision = blessing_lib.Decision(False, [why_no_scorer(ranking)])
+    else:
+      data = eval_set_lib.from_artifacts(
+          artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]),
+          artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]))
+      metrics = evaluate.evaluate(
+          retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(retrieval.uri)),
+          sequence_scorer.LoadedScorer(scorer_dir(ranking)), data,
+          int(exec_properties.get(LIST_SIZE_KEY) or 100))
+      decision = decide(metrics, min_gain)
+    logging.info("TwoStageEvaluator: ranking order %s; %s",
+                 "BLESSED" if decision.blessed else "NOT BLESSED", "; ".join(decision.reasons))
+    evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
+    io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE), json.dumps({
+        "retrieval_model": {"uri": retrieval.uri, "id": retrieval.id},
+        "ranking_model": {"uri": ranking.uri, "id": ranking.id},
+        "metrics": metrics, "min_gain": min_gain, **decision.to_dict()}, indent=2))
+    blessing_lib.record_metrics(evaluation, metrics)
+    blessing_lib.write_blessing(artifact_utils.get_single_instance(output_dict[BLESSING_KEY]),
+                                decision, ranking, blessing_lib.RANKING_ORDER)

@@ -1,0 +1,91 @@
+"""The TwoStageEvaluator on a real pipeline run: its figures are what the served
+recommender returns for the eval rows, and its gate decides serving's default order, in
+both directions."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bundle import layout as bundle_layout
+from components import blessing as blessing_lib
+from components import examples_io
+from components.two_stage_evaluator import executor as two_stage
+from modules import features as F
+from serving.recommender import Recommender
+
+
+def served_rates(recommender, evals, order_by, list_size):
+  """Mean HR@10 and NDCG@10 of the eval rows, each asked of the recommender as of its
+  time (a backtest: the user's earlier ratings only) with the given order."""
+  hits, gains = [], []
+  for user, movie, t in zip(evals[F.USER_ID], evals[F.MOVIE_ID], evals[F.TIMESTAMP]):
+    items = recommender.recommend(user, k=10, candidates=list_size, as_of=int(t),
+                                  order_by=order_by)["items"]
+    ids = [i["movie_id"] for i in items]
+    hits.append(movie in ids)
+    gains.append(1 / math.log2(ids.index(movie) + 2) if movie in ids else 0.0)
+  return float(np.mean(hits)), float(np.mean(gains))
+
+
+def test_two_stage_figures_are_what_serving_returns_for_the_eval_rows(pushed_run,
+                                                                      pushed_artifacts):
+  config, run, _ = pushed_run
+  report = json.load(open(os.path.join(run.output("TwoStageEvaluator", "evaluation").uri,
+                                       two_stage.METRICS_FILE)))
+  metrics = report["metrics"]
+  evals = examples_io.split_columns(pushed_artifacts["examples"][0], F.EVAL_SPLIT, {
+      F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64})
+  assert metrics["eval_ratings"] == len(evals[F.USER_ID])
+  recommender = Recommender(bundle_layout.version_dir(
+      config.serving_dir, bundle_layout.versions(config.serving_dir)[-1]))
+  tolerance = 1.5 / len(evals[F.USER_ID])  # a tie ordered otherwise may move one row
+  for order, prefix in (("retrieval_score", "retrieval_order"), ("ranking_score", "two_stage")):
+    hr, ndcg = served_rates(recommender, evals, order, metrics["candidates"])
+    assert hr == pytest.approx(metrics[f"{prefix}_hr_at_10"], abs=tolerance), order
+    assert ndcg == pytest.approx(metrics[f"{prefix}_ndcg_at_10"], abs=tolerance), order
+  # The run's decision is the gate's rule applied to its figures, and the bundle says so.
+  blessed = metrics["two_stage_ndcg_at_10"] > metrics["retrieval_order_ndcg_at_10"]
+  assert report["blessed"] == blessed
+  assert recommender.manifest["ranking_order"]["blessed"] == blessed
+
+
+def evaluate_with(pushed_run, pushed_artifacts, tmp_path, min_gain):
+  """The TwoStageEvaluator's executor on the run's artifacts; its blessing."""
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
+  evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
+  two_stage.Executor().Do(
+      {two_stage.RETRIEVAL_MODEL_KEY: [pushed_artifacts["model"]],
+       two_stage.RANKING_MODEL_KEY: [pushed_artifacts["ranking"]],
+       two_stage.EXAMPLES_KEY: pushed_artifacts["examples"],
+       two_stage.CANDIDATES_KEY: [pushed_artifacts["candidates"]]},
+      {two_stage.EVALUATION_KEY: [evaluation], two_stage.BLESSING_KEY: [blessing]},
+      {two_stage.MIN_GAIN_KEY: min_gain, two_stage.LIST_SIZE_KEY: 100})
+  return blessing
+
+
+@pytest.mark.parametrize("min_gain,blessed", [(-1.0, True), (100.0, False)])
+def test_the_order_gate_decides_the_default_order_both_ways(pushed_run, pushed_artifacts,
+                                                            tmp_path, min_gain, blessed):
+  from components.bundle_pusher import executor as pusher  # pylint: disable=g-import-not-at-top
+  blessing = evaluate_with(pushed_run, pushed_artifacts, tmp_path, min_gain)
+  assert blessing_lib.is_blessed(blessing) == blessed
+  assert blessing.get_string_custom_property(blessing_lib.MODEL_KIND_KEY) == "ranking_order"
+  path = pusher.write_bundle(str(tmp_path / "bundles"), pushed_artifacts["model"],
+                             pushed_artifacts["index"], pushed_artifacts["examples"],
+                             pushed_artifacts["ranking"], blessing)
+  recommender = Recommender(path)
+  user = next(iter(recommender.retriever.users))
+  result = recommender.recommend(user, k=5)
+  if blessed:
+    assert result["order_by"] == "ranking_score" and "order_fallback" not in result
+  else:
+    assert result["order_by"] == "retrieval_score"
+    assert "not blessed" in result["order_fallback"]
+    assert "vs retrieval order x 101" in result["order_fallback"]  # the failed check
+    # Asked for by name, the unblessed order is still served.
+    assert recommender.recommend(user, k=5, order_by="ranking_score")["order_by"] == \
+        "ranking_score"
