@@ -6,11 +6,14 @@
   retrieval score, ranking score and the rating model's predicted rating
 
 Orderings (`order_by`; the response says which served):
-  ranking_score     the default when the bundle's ranking model has a sequence scorer.
+  ranking_score     the default when the bundle's ranking model has a sequence scorer
+                    and the pipeline's TwoStageEvaluator blessed its order (it beat
+                    retrieval order on the eval rows; the manifest's `ranking_order`).
                     On ml-100k's time cut it measured 1.09x retrieval order's HR@10 and
-                    1.11x its NDCG@10 (BENCHMARKS.md, "A sequence scorer ...").
-  retrieval_score   the first stage alone: the default when the bundle has no sequence
-                    scorer, and then the response's `order_fallback` says why.
+                    1.11x its NDCG@10 (BENCHMARKS.md, "A sequence scorer ..."). Asked
+                    for by name, it is served whenever the bundle has a scorer.
+  retrieval_score   the first stage alone: the default otherwise, and then the
+                    response's `order_fallback` says why.
   predicted_rating  every candidate's rating predicted, the top k by it. On the next-item
                     protocol it halves HR@10 (BENCHMARKS.md, "Ranking"): a rating
                     regressor answers "how many stars", not "which will they pick next".
@@ -107,10 +110,7 @@ class Recommender:
       if os.path.isdir(scorer_dir):
         self._sequence = sequence_scorer.LoadedScorer(scorer_dir)
     # Why a request that names no ordering is not ordered by ranking score, if it is not.
-    self.no_ranking_order = (
-        None if self._sequence is not None else
-        f"bundle {self.version} has no ranking model" if self._rank is None else
-        f"bundle {self.version}'s ranking model has no sequence scorer")
+    self.no_ranking_order = self._why_not_ranking_order()
     with open(os.path.join(path, bundle_layout.POPULARITY_FILE)) as f:
       self.popular = [movie for movie, _ in json.load(f)]
     if self._rank is not None:
@@ -144,6 +144,21 @@ class Recommender:
     # binding (~0.5 ms of a 5 ms request), and concurrent first requests do not each trace.
     return score_rows.get_concrete_function()
 
+  def _why_not_ranking_order(self) -> Optional[str]:
+    """None when the default order is ranking score: the bundle has a sequence scorer and
+    the TwoStageEvaluator blessed its order (the manifest's `ranking_order`)."""
+    bundle = f"bundle {self.version}"
+    if self._rank is None:
+      return f"{bundle} has no ranking model"
+    if self._sequence is None:
+      return f"{bundle}'s ranking model has no sequence scorer"
+    order = self.manifest.get("ranking_order")
+    if not order:
+      return f"{bundle}'s ranking order was not evaluated (no TwoStageEvaluator blessing)"
+    if not order.get("blessed"):
+      return f"{bundle}'s ranking order was not blessed: {order.get('reasons')}"
+    return None
+
   # --- the two stages --------------------------------------------------------------
   def recommend(self, user_id: str, k: int = 10, candidates: int = 100,
                 features: Optional[Dict] = None, timestamp: Optional[int] = None,
@@ -157,8 +172,8 @@ class Recommender:
     history and are excluded as seen."""
     fallback = None
     if order_by is None:
-      order_by, fallback = ((RANKING_ORDER, None) if self._sequence is not None else
-                            (RETRIEVAL_ORDER, self.no_ranking_order))
+      order_by, fallback = ((RETRIEVAL_ORDER, self.no_ranking_order) if self.no_ranking_order
+                            else (RANKING_ORDER, None))
     if order_by not in ORDERS:
       raise ConfigError(f"order_by {order_by!r} is not one of {list(ORDERS)}")
     if order_by == RANKING_ORDER and self._sequence is None:

@@ -94,14 +94,14 @@ def independent_ratings(recommender, user, movie_ids):
   return [float(v) for v in out["predictions"].numpy().reshape(-1)]
 
 
-def test_default_order_blends_the_sequence_scorer_with_retrieval(recommender):
+def test_ranking_order_blends_the_sequence_scorer_with_retrieval(recommender):
   """The ranking score, recomputed here from the exported scorer's own signature and
   the retrieval scores, standardised by hand."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   retriever = recommender.retriever
   user = max(retriever.users, key=lambda u: len(retriever.users[u]["rated"]))
-  result = recommender.recommend(user, k=10, candidates=40)
+  result = recommender.recommend(user, k=10, candidates=40, order_by="ranking_score")
   assert result["order_by"] == "ranking_score" and "order_fallback" not in result
   items = result["items"]
   assert all({"retrieval_score", "ranking_score", "predicted_rating"} <= set(i) for i in items)
