@@ -90,6 +90,9 @@ def cmd_metrics(args) -> int:
             "retr_blessed": verdict(ret), "index_recall": idx.get("recall_at_10"),
             "index_blessed": verdict(idx), "rmse": rank.get("rmse"),
             "rank_blessed": verdict(rank),
+            "2stage_ndcg@10": (r.get("two_stage") or {}).get("two_stage_ndcg_at_10"),
+            "retr_order_ndcg@10": (r.get("two_stage") or {}).get("retrieval_order_ndcg_at_10"),
+            "order_blessed": verdict(r.get("two_stage")),
             "retr_ratings/s": training.get("retrieval", {}).get("examples_per_second"),
             "rank_ratings/s": training.get("ranking", {}).get("examples_per_second"),
             "pushed": push.get("version") if push.get("pushed") else ("no" if push else "")}

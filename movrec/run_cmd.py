@@ -68,11 +68,25 @@ def summary_lines(result, config, seconds: float) -> List[str]:
     k = stages["ranking"]
     lines.append(f"  ranking     eval RMSE {k['rmse']:.4f}, MAE {k['mae']:.4f} "
                  f"({k['example_count']:,.0f} ratings): {_verdict(k)}")
+  if "two_stage" in stages:
+    t = stages["two_stage"]
+    figures = (f"NDCG@10 {t['two_stage_ndcg_at_10']:.3f} ordered by ranking score vs "
+               f"{t['retrieval_order_ndcg_at_10']:.3f} as retrieved (HR@10 "
+               f"{t['two_stage_hr_at_10']:.3f} vs {t['retrieval_order_hr_at_10']:.3f}), "
+               if t.get("two_stage_ndcg_at_10") is not None else "")
+    lines.append(f"  two-stage   {figures}the default order: {_verdict(t)}")
   for stage, t in stages.get("training", {}).items():
     feeding = f", {t['feeding']}" if t.get("feeding") else ""
     lines.append(f"  training    {stage}: {t['train_examples']:,} ratings, {t['epochs']} epochs "
                  f"in {t['train_seconds']:.0f} s: {t['examples_per_second']:,.0f} ratings/s"
                  f"{feeding}")
+    scorer = t.get("sequence_scorer") or {}
+    if scorer.get("train_seconds") is not None:
+      lines.append(f"  training    sequence scorer: {scorer['epochs_run']} epochs in "
+                   f"{scorer['train_seconds']:.0f} s, kept epoch {scorer['best_epoch']} (best "
+                   "validation NDCG@10)")
+    elif scorer.get("skipped"):
+      lines.append(f"  training    sequence scorer: not trained: {scorer['skipped']}")
   if "pushed" in stages:
     pushed = stages["pushed"]
     lines.append(f"  pushed      {pushed['destination']}" if pushed["pushed"] else

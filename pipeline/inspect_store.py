@@ -149,6 +149,12 @@ def lineage(store, artifact_id: int) -> Dict:
 
 
 RETRIEVAL_METRICS = ("hr_at_10", "ndcg_at_10", "hr_at_100", "top_10", "top_100")
+# The TwoStageEvaluator's: the same eval rows' candidate lists as retrieved and as ordered
+# by ranking score (components/two_stage_evaluator/evaluate.py).
+TWO_STAGE_METRICS = ("retrieval_order_hr_at_10", "retrieval_order_ndcg_at_10",
+                     "two_stage_hr_at_10", "two_stage_ndcg_at_10",
+                     "two_stage_ndcg_at_10_ratio", "two_stage_ndcg_at_10_ratio_low",
+                     "two_stage_ndcg_at_10_ratio_high")
 
 
 def _output_props(run, node, key) -> Optional[Dict]:
@@ -177,13 +183,18 @@ def _training(run, node) -> Optional[Dict]:
       summary = json.load(f)
   except (KeyError, OSError, ValueError):
     return None
-  return {k: summary.get(k) for k in ("train_examples", "epochs", "train_seconds",
-                                      "examples_per_second", "feeding")}
+  out = {k: summary.get(k) for k in ("train_examples", "epochs", "train_seconds",
+                                     "examples_per_second", "feeding")}
+  scorer = summary.get("sequence_scorer")
+  if scorer:  # the RankingTrainer's second model (modules/sequence_trainer.py)
+    out["sequence_scorer"] = {k: scorer.get(k) for k in ("best_epoch", "epochs_run",
+                                                         "train_seconds", "skipped")}
+  return out
 
 
 def run_metrics(run: run_summary.PipelineRun) -> Dict:
-  """One run's retrieval, index and ranking metrics with blessing decisions (and their
-  reasons), and the push; a stage the run did not reach is absent."""
+  """One run's retrieval, index, ranking and two-stage metrics with blessing decisions
+  (and their reasons), and the push; a stage the run did not reach is absent."""
   from components.retrieval_evaluator.executor import POPULARITY_PREFIX  # pylint: disable=g-import-not-at-top
   from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
   row = {"run_id": run.run_id}
@@ -209,6 +220,10 @@ def run_metrics(run: run_summary.PipelineRun) -> Dict:
                       "model_id": run.output("RankingTrainer", "model").id}
   except (KeyError, OSError):
     pass
+  two_stage = _output_props(run, "TwoStageEvaluator", "evaluation")
+  if two_stage is not None:
+    row["two_stage"] = {k: two_stage.get(k) for k in TWO_STAGE_METRICS}
+    row["two_stage"].update(_blessing(run, "TwoStageEvaluator"))
   training = {stage: _training(run, node) for stage, node in TRAINERS.items()}
   if any(training.values()):
     row["training"] = {stage: t for stage, t in training.items() if t}

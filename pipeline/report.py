@@ -215,6 +215,32 @@ def _ranking_section(run) -> str:
           _table(rows, ["slice", "RMSE", "MAE", "ratings"]))
 
 
+def _two_stage_section(run) -> str:
+  from components.two_stage_evaluator import executor as two_stage  # pylint: disable=g-import-not-at-top
+  try:
+    uri = run.output("TwoStageEvaluator", "evaluation").uri
+  except KeyError:
+    return "<p class=muted>no two-stage evaluation in this run</p>"
+  with open(os.path.join(uri, two_stage.METRICS_FILE)) as f:
+    result = json.load(f)
+  metrics = result["metrics"]
+  rows = [{"metric": name,
+           "retrieval order": metrics.get(f"retrieval_order_{name}"),
+           "two-stage": metrics.get(f"two_stage_{name}"),
+           "ratio": metrics.get(f"two_stage_{name}_ratio"),
+           "95% interval": (f"{metrics[f'two_stage_{name}_ratio_low']:.3f}-"
+                            f"{metrics[f'two_stage_{name}_ratio_high']:.3f}"
+                            if f"two_stage_{name}_ratio_low" in metrics else None)}
+          for name in ("hr_at_10", "ndcg_at_10")] if metrics else []
+  return (f"<p>{_verdict(result['blessed'])} as serving's default order: "
+          f"{_e('; '.join(result['reasons']))}</p>"
+          f"<p class=muted>each eval rating's {_fmt(metrics.get('candidates'))} retrieved "
+          "candidates (the movies rated by then removed), as retrieved and as ordered by "
+          "ranking score (the sequence scorer blended with the retrieval score); the "
+          "interval is a paired bootstrap over the eval ratings.</p>" +
+          _table(rows, ["metric", "retrieval order", "two-stage", "ratio", "95% interval"]))
+
+
 def render(store, pipeline_name: str, run_id: Optional[str]) -> str:
   """The report's HTML for one run (run_id None / 'latest': the newest)."""
   run = inspect_store.find_run(store, pipeline_name, run_id)
@@ -230,6 +256,8 @@ def render(store, pipeline_name: str, run_id: Optional[str]) -> str:
           "ndcg_at_10")) for r in history]),
       line_chart("ranking RMSE", [(r["run_id"], (r.get("ranking") or {}).get("rmse"))
                                   for r in history], lower_is_better=True),
+      line_chart("two-stage NDCG@10", [(r["run_id"], (r.get("two_stage") or {}).get(
+          "two_stage_ndcg_at_10")) for r in history]),
       line_chart("index recall@10", [(r["run_id"], (r.get("index") or {}).get("recall_at_10"))
                                      for r in history]),
   ])
@@ -257,6 +285,7 @@ def render(store, pipeline_name: str, run_id: Optional[str]) -> str:
 {_fmt(index.get('num_candidates'))} movies: recall@10 against exact search {_fmt(index.get('recall_at_10'))},
 {_fmt(index.get('queries_per_second'))} queries/s, built in {_fmt(index.get('build_seconds'))} s.</p>
 <h2>Ranking evaluation</h2>{_ranking_section(run)}
+<h2>Two-stage evaluation</h2>{_two_stage_section(run)}
 <h2>Push</h2>{push_text}
 <h2>Across runs</h2>{trends}
 <script>

@@ -107,6 +107,14 @@ def test_metrics_side_by_side_with_blessings(capsys, store_args, inspected):
   assert row["retrieval"]["blessed"] and row["index"]["blessed"] and row["ranking"]["blessed"]
   assert row["index"]["recall_at_10"] == 1.0
   assert 0.3 < row["ranking"]["rmse"] < 1.5
+  # The two-stage figures as the TwoStageEvaluator recorded them, and its decision.
+  two_stage = first.output("TwoStageEvaluator", "evaluation").custom_properties
+  assert row["two_stage"]["two_stage_ndcg_at_10"] == pytest.approx(
+      two_stage["two_stage_ndcg_at_10"].double_value)
+  assert row["two_stage"]["retrieval_order_ndcg_at_10"] == pytest.approx(
+      two_stage["retrieval_order_ndcg_at_10"].double_value)
+  assert row["two_stage"]["blessed"] == (row["two_stage"]["two_stage_ndcg_at_10"] >
+                                         row["two_stage"]["retrieval_order_ndcg_at_10"])
   assert row["pushed"]["pushed"] and row["pushed"]["version"]
 
 
@@ -159,6 +167,7 @@ def test_report_renders_in_headless_chromium(capsys, tmp_path, store_args, inspe
   for component in ("RetrievalTrainer", "IndexBuilder", "RankingEvaluator", "BundlePusher"):
     assert component in page
   assert "<th>popularity</th>" in page and "ndcg_at_10" in page  # the reference row's column
+  assert "<th>two-stage</th>" in page and "<th>retrieval order</th>" in page
 
   browser = chromium()
   profile = ["--user-data-dir=" + str(tmp_path / "profile")]
