@@ -6,6 +6,8 @@
     index/                      the ScaNN index (bundle/scann_index.py)
     ranking_model/              the ranking SavedModel (serve_features: raw inputs)
     ranking_model.tflite        its dense-input core as TensorFlow Lite (on-device)
+    sequence_scorer.tflite      the sequence scorer's core (vocabulary ids) as TensorFlow
+                                Lite, when the ranking model has one
     users.jsonl                 known users: raw features, rated movie ids, last rating time
     popularity.json             most rated movies first (the fallback for unknown users)
 
@@ -38,6 +40,7 @@ INDEX_DIR = "index"
 USERS_FILE = "users.jsonl"
 RANKING_MODEL_DIR = "ranking_model"
 RANKING_TFLITE_FILE = "ranking_model.tflite"
+SEQUENCE_TFLITE_FILE = "sequence_scorer.tflite"
 POPULARITY_FILE = "popularity.json"
 PIN_FILE = "pin.json"
 TEMP_PREFIX = ".tmp-"

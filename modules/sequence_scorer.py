@@ -20,6 +20,10 @@ Exported beside the rating model, under the ranking model's serving directory:
                                        seconds; timestamp [n]; candidates [n, c] raw ids)
                                    -> {"scores" [n, c], "known" [n, c]: False for a
                                        candidate the scorer never trained on}
+    core/                        serving_default(history [n, L] vocabulary ids newest
+                                       first, padded with the vocabulary size; gaps [n, L]
+                                       log(1 + days); candidates [n, c] vocabulary ids)
+                                   -> {"scores"}: for TensorFlow Lite
 """
 
 import json
@@ -33,6 +37,10 @@ from modules import features as F
 from modules.hparams import RankingHParams
 
 EXPORT_DIR = os.path.join("assets.extra", "sequence_scorer")
+# Under EXPORT_DIR: the scorer on vocabulary ids and gaps alone (dense inputs named
+# CORE_INPUTS), which the BundlePusher converts to TensorFlow Lite.
+CORE_DIR = "core"
+CORE_INPUTS = ("history", "gaps", "candidates")
 INFO_FILE = "sequence_scorer.json"
 SIGNATURE = "score"
 CANDIDATES = "candidates"
@@ -169,11 +177,26 @@ class _Export(tf.Module):
     return {SCORES: tf.where(known, scores, 0.0), KNOWN: known}
 
 
+def export_core(scorer: SequenceScorer, path: str) -> None:
+  """The scorer on dense inputs (CORE_INPUTS) alone: what converts to TensorFlow Lite."""
+  history, gaps, candidates = CORE_INPUTS
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, scorer.length], tf.int32, name=history),
+      tf.TensorSpec([None, scorer.length], tf.float32, name=gaps),
+      tf.TensorSpec([None, None], tf.int32, name=candidates)])
+  def score(history, gaps, candidates):
+    return {SCORES: scorer.candidate_scores(scorer.encode(history, gaps), candidates)}
+
+  tf.saved_model.save(scorer, path, signatures={"serving_default": score})
+
+
 def export(scorer: SequenceScorer, movie_vocabulary: str, path: str, summary: dict) -> None:
-  """Saves `score` under `path` (EXPORT_DIR of the ranking serving dir), with the
-  training summary beside it."""
+  """Saves `score` under `path` (EXPORT_DIR of the ranking serving dir), its dense core,
+  and the training summary beside them."""
   module = _Export(scorer, movie_vocabulary)
   tf.saved_model.save(module, path, signatures={SIGNATURE: module.score})
+  export_core(scorer, os.path.join(path, CORE_DIR))
   with tf.io.gfile.GFile(os.path.join(path, INFO_FILE), "w") as f:
     json.dump(summary, f, indent=2)
 

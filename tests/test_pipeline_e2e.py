@@ -116,7 +116,7 @@ def test_synthetic_run_is_recorded_in_mlmd_pushed_and_then_cached(pushed_run, sy
   assert pushed["pushed"] == 1 and os.path.isdir(pushed["pushed_destination"])
   bundle = pushed["pushed_destination"]
   assert {"manifest.json", "query_model", "index", "ranking_model", "ranking_model.tflite",
-          "users.jsonl", "popularity.json"} <= set(os.listdir(bundle))
+          "sequence_scorer.tflite", "users.jsonl", "popularity.json"} <= set(os.listdir(bundle))
   assert bundle_layout.versions(config.serving_dir) == [pushed["pushed_version"]]
 
   retriever = load_latest_bundle(config.serving_dir)

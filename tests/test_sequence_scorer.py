@@ -126,3 +126,21 @@ def test_blend_leaves_entries_outside_a_short_list_out():
   z = lambda v: (v - v.mean()) / v.std()
   np.testing.assert_allclose(blended[0, :3], z(scorer[0, :3]) + z(retrieval[0, :3]), atol=1e-6)
   assert blended[0, 3] == -np.inf
+
+
+def test_tflite_scores_like_the_scorer(trained, tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components.bundle_pusher.executor import tflite_from_core  # pylint: disable=g-import-not-at-top
+  scorer, _ = trained
+  core = str(tmp_path / "core")
+  sequence_scorer.export_core(scorer, core)
+  interpreter = tf.lite.Interpreter(model_content=tflite_from_core(core))
+  run = interpreter.get_signature_runner("serving_default")
+  history = np.full((2, SMALL.sequence_length), 40, np.int32)
+  history[0, :3], history[1, :1] = [7, 6, 5], [30]
+  gaps = np.zeros(history.shape, np.float32)
+  gaps[0, :3] = [0.1, 0.5, 2.0]
+  candidates = np.array([[8, 9, 0, 39], [31, 1, 2, 3]], np.int32)
+  got = run(history=history, gaps=gaps, candidates=candidates)["scores"]
+  expected = np.take_along_axis(scorer((history, gaps)).numpy(), candidates, 1)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

@@ -20,6 +20,7 @@ from components import blessing as blessing_lib
 from components import examples_io
 from modules import features as F
 from modules import retrieval_export
+from modules import sequence_scorer
 from bundle import contract
 from bundle import layout as bundle_layout
 
@@ -95,7 +96,8 @@ def user_table(examples: Sequence[types.Artifact]) -> List[contract.UserRecord]:
 
 
 def tflite_from_core(core_dir: str) -> bytes:
-  """TensorFlow Lite flatbuffer of the ranking model's dense-input core."""
+  """TensorFlow Lite flatbuffer of a dense-input core (the rating model's, the sequence
+  scorer's)."""
   converter = tf.lite.TFLiteConverter.from_saved_model(core_dir)
   return converter.convert()
 
@@ -123,6 +125,10 @@ def copy_ranking_model(ranking: types.Artifact, bundle_dir: str) -> None:
   core_dir = os.path.join(source, ranking_trainer.CORE_DIR)
   write_file(os.path.join(bundle_dir, bundle_layout.RANKING_TFLITE_FILE),
              tflite_from_core(core_dir), binary=True)
+  scorer_core = os.path.join(source, sequence_scorer.EXPORT_DIR, sequence_scorer.CORE_DIR)
+  if tf.io.gfile.isdir(scorer_core):
+    write_file(os.path.join(bundle_dir, bundle_layout.SEQUENCE_TFLITE_FILE),
+               tflite_from_core(scorer_core), binary=True)
 
 
 def popularity(users: List[Dict], limit: int = 1000) -> List[List]:
