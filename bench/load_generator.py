@@ -1,7 +1,7 @@
 """HTTP load generator, run as its own process: N keep-alive connections for D seconds.
 
   python -m bench.load_generator http://127.0.0.1:8080 --seconds 60 --connections 8 \
-      --users 1,2,3
+      --users 1,2,3 [--order-by ranking_score]
 Prints one JSON line: requests, errors, requests_per_second, latency p50/p99 (ms).
 """
 
@@ -15,11 +15,12 @@ import time
 from urllib.parse import urlparse
 
 
-def worker(host, port, users, deadline, latencies, errors, seed):
+def worker(host, port, users, deadline, latencies, errors, seed, order_by=None):
   rng = random.Random(seed)
   conn = http.client.HTTPConnection(host, port, timeout=10)
   while time.monotonic() < deadline:
-    body = json.dumps({"user_id": rng.choice(users), "k": 10})
+    body = json.dumps({"user_id": rng.choice(users), "k": 10,
+                       **({"order_by": order_by} if order_by else {})})
     started = time.perf_counter()
     try:
       conn.request("POST", "/recommend", body, {"Content-Type": "application/json"})
@@ -40,13 +41,14 @@ def main(argv=None) -> int:
   parser.add_argument("--seconds", type=float, default=60)
   parser.add_argument("--connections", type=int, default=8)
   parser.add_argument("--users", required=True, help="comma-separated user ids")
+  parser.add_argument("--order-by", help="the requests' order_by (default: the bundle's)")
   args = parser.parse_args(argv)
   url = urlparse(args.url)
   users = args.users.split(",")
   latencies, errors = [], []
   deadline = time.monotonic() + args.seconds
   threads = [threading.Thread(target=worker, args=(url.hostname, url.port, users, deadline,
-                                                   latencies, errors, i))
+                                                   latencies, errors, i, args.order_by))
              for i in range(args.connections)]
   started = time.monotonic()
   for t in threads:

@@ -1,9 +1,11 @@
 """Serving speed of the newest bundle: in-process recommend latency, then HTTP throughput.
 
-1. In process: Recommender.recommend (retrieve 100, drop rated, predict the ratings of
-   the top 10) for random known users; p50/p99 over --calls calls after a warm-up.
+1. In process: Recommender.recommend (retrieve 100, drop rated, order them by ranking
+   score when the bundle has a sequence scorer, predict the ratings of the top 10) for
+   random known users; p50/p99 over --calls calls after a warm-up, for each order.
 2. HTTP: `movrec serve` in one process, bench/load_generator.py in another, for
-   --seconds; requests/s, errors, p50/p99 as the client saw them.
+   --seconds, asking for the first order measured; requests/s, errors, p50/p99 as the
+   client saw them.
 3. With --soak-minutes M: the same load for M minutes while a new bundle version (a copy
    of the newest, published the way the BundlePusher publishes: temporary folder, file
    list in the manifest, rename) appears every --push-every seconds; failed requests,
@@ -52,22 +54,30 @@ def main(argv=None) -> int:
   rec = LiveRecommender(args.serving_dir).current
   users = sorted(rec.retriever.users)
   rng = random.Random(0)
-  for user in users[:50]:
-    rec.recommend(user)
-  timings = []
-  for _ in range(args.calls):
-    user = rng.choice(users)
-    started = time.perf_counter()
-    rec.recommend(user, k=10, candidates=100)
-    timings.append(1000 * (time.perf_counter() - started))
-  print(f"bundle {rec.version}: in-process recommend (100 retrieved, top 10 with predicted "
-        f"ratings), {args.calls} calls: p50 {np.percentile(timings, 50):.2f} ms, "
-        f"p99 {np.percentile(timings, 99):.2f} ms, mean {np.mean(timings):.2f} ms")
+  from serving import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
+  orders = ([recommender_lib.RANKING_ORDER] if rec.has_sequence_scorer else []) + [
+      recommender_lib.RETRIEVAL_ORDER]
+  default = (recommender_lib.RANKING_ORDER if rec.no_ranking_order is None else
+             f"{recommender_lib.RETRIEVAL_ORDER} ({rec.no_ranking_order})")
+  print(f"bundle {rec.version}: default order {default}")
+  for order in orders:
+    for user in users[:50]:
+      rec.recommend(user, order_by=order)
+    timings = []
+    for _ in range(args.calls):
+      user = rng.choice(users)
+      started = time.perf_counter()
+      rec.recommend(user, k=10, candidates=100, order_by=order)
+      timings.append(1000 * (time.perf_counter() - started))
+    print(f"in-process recommend by {order} (100 retrieved, top 10 with predicted "
+          f"ratings), {args.calls} calls: p50 {np.percentile(timings, 50):.2f} ms, "
+          f"p99 {np.percentile(timings, 99):.2f} ms, mean {np.mean(timings):.2f} ms")
 
   sample = ",".join(rng.sample(users, min(200, len(users))))
   result, _ = http_load(args.serving_dir, sample, args.seconds, args.connections,
-                        workers=args.workers)
-  print(f"HTTP POST /recommend, {args.workers} worker(s), {args.connections} connections "
+                        workers=args.workers, order_by=orders[0])
+  print(f"HTTP POST /recommend by {orders[0]}, {args.workers} worker(s), "
+        f"{args.connections} connections "
         f"for {result['seconds']} s "
         f"(server and load generator in separate processes, {os.cpu_count()} cores): "
         f"{result['requests_per_second']:.0f} requests/s, {result['errors']} errors "
@@ -121,7 +131,8 @@ def publish_copy(serving_dir: str) -> int:
   return version
 
 
-def http_load(serving_dir, users, seconds, connections, push_every=0, workers=1):
+def http_load(serving_dir, users, seconds, connections, push_every=0, workers=1,
+              order_by=None):
   """(load generator result, soak details) of `movrec serve` under load for `seconds`."""
   port = free_port()
   server = subprocess.Popen(
@@ -139,7 +150,8 @@ def http_load(serving_dir, users, seconds, connections, push_every=0, workers=1)
     time.sleep(5 if workers > 1 else 0)  # the other workers finish loading
     load = subprocess.Popen(
         [sys.executable, "-m", "bench.load_generator", f"http://127.0.0.1:{port}",
-         "--seconds", str(seconds), "--connections", str(connections), "--users", users],
+         "--seconds", str(seconds), "--connections", str(connections), "--users", users]
+        + (["--order-by", order_by] if order_by else []),
         stdout=subprocess.PIPE, text=True)
     if push_every:
       time.sleep(min(10.0, push_every / 2))  # warm-up before the baseline reading

@@ -144,6 +144,11 @@ class Recommender:
     # binding (~0.5 ms of a 5 ms request), and concurrent first requests do not each trace.
     return score_rows.get_concrete_function()
 
+  @property
+  def has_sequence_scorer(self) -> bool:
+    """Whether this bundle can order by ranking score (asked for by name, at least)."""
+    return self._sequence is not None
+
   def _why_not_ranking_order(self) -> Optional[str]:
     """None when the default order is ranking score: the bundle has a sequence scorer and
     the TwoStageEvaluator blessed its order (the manifest's `ranking_order`)."""
