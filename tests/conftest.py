@@ -23,15 +23,24 @@ def synthetic_dir(tmp_path_factory, synthetic_data):
 # noise of about one star, so the ranking bound is looser than the real-data default.
 # Batches of 128: the synthetic training split (~4k ratings) would be 4 steps an epoch at
 # the default 1,024, too few to beat popularity's next-item HR@10 (0.33 here) reliably.
+# The sequence scorer's first epoch is mostly tracing (~15 s); later ones ~1.5 s here.
 FAST_PIPELINE = dict(retrieval_hparams={"epochs": 4, "batch_size": 128},
                      ranking_hparams={"epochs": 4, "ensemble_size": 1,
-                                      "sequence_max_epochs": 6},
+                                      "sequence_max_epochs": 3},
                      ranking_rmse_bound=1.5)
 
 
 @pytest.fixture(scope="session")
 def fast_pipeline():
   return dict(FAST_PIPELINE)
+
+
+@pytest.fixture(scope="session")
+def fast_pipeline_without_scorer():
+  """For runs that test something else (spans, faults): no sequence scorer to train, so
+  the TwoStageEvaluator only records that there is none."""
+  return dict(FAST_PIPELINE, ranking_hparams={**FAST_PIPELINE["ranking_hparams"],
+                                              "sequence_scorer": False})
 
 
 @pytest.fixture(scope="session")

@@ -175,7 +175,7 @@ def executor_children(runner_pid: int):
 
 @pytest.mark.e2e
 def test_a_run_killed_during_a_trainer_is_recorded_and_the_next_run_completes(
-    tmp_path, synthetic_dir, fast_pipeline):
+    tmp_path, synthetic_dir, fast_pipeline_without_scorer):
   """Both runs give each executor its own process: killing the runner (not its process
   group, as a user's `kill` would) must take the Trainer's process with it, and the next
   run's children must bring back blessings (it pushes) and progress lines."""
@@ -184,7 +184,7 @@ def test_a_run_killed_during_a_trainer_is_recorded_and_the_next_run_completes(
   from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
   from pipeline.errors import StoreInUseError  # pylint: disable=g-import-not-at-top
   values = dict(data_dir=synthetic_dir, output_dir=str(tmp_path / "out"),
-                executors="child_process", **fast_pipeline)
+                executors="child_process", **fast_pipeline_without_scorer)
   config = PipelineConfig(**values)
   process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(values)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -25,7 +25,7 @@ def test_real_ml_100k_run(tmp_path):
   config = PipelineConfig(data_dir=data_dir, output_dir=str(tmp_path / "out"),
                           retrieval_hparams={"epochs": 3},
                           ranking_hparams={"ensemble_size": 1, "epochs": 4,
-                                           "sequence_max_epochs": 2})
+                                           "sequence_max_epochs": 1})
   run = local_runner.run(config, out=io.StringIO()).run
   assert run.count("COMPLETE") == len(COMPONENTS)
   examples = run.output("MovieLensExampleGen", "examples").custom_properties
@@ -40,6 +40,10 @@ def test_real_ml_100k_run(tmp_path):
   assert len(retriever.recommend("1", k=10, exclude_rated=True)) == 10
   rmse = ranking_eval_config.load_metrics(run.output("RankingEvaluator", "evaluation").uri)[""]
   assert rmse[ranking_eval_config.RMSE] < PipelineConfig.ranking_rmse_bound
+  # The second stage trained on real data and was judged on the same eval rows.
+  two_stage = props(run.output("TwoStageEvaluator", "evaluation"))
+  assert two_stage["eval_ratings"] == 943 and two_stage["candidates"] == 100
+  assert 0 < two_stage["two_stage_ndcg_at_10"] and 0 < two_stage["retrieval_order_ndcg_at_10"]
   check_histories_are_causal(run, data_dir)
   # The evaluator's popularity figures, recomputed from u.data alone.
   evaluation = props(run.output("RetrievalEvaluator", "evaluation"))

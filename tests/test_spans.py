@@ -36,7 +36,8 @@ def training_summary(model_uri: str) -> dict:
 
 
 @pytest.mark.e2e
-def test_second_span_trains_on_a_rolling_window_of_both_warm_started(tmp_path, fast_pipeline):
+def test_second_span_trains_on_a_rolling_window_of_both_warm_started(
+    tmp_path, fast_pipeline_without_scorer):
   data = synthetic.generate(n_users=80, n_movies=60, seed=11)
   ratings = sorted(data.ratings, key=lambda r: r.timestamp)
   half = len(ratings) // 2
@@ -46,7 +47,8 @@ def test_second_span_trains_on_a_rolling_window_of_both_warm_started(tmp_path, f
                           span_pattern="span-{SPAN}", rolling_spans=2, warm_start=True,
                           # ~50 eval users per span: too few for the popularity gate to
                           # tell models apart; this test is about spans, not quality.
-                          retrieval_must_beat_popularity=False, **fast_pipeline)
+                          retrieval_must_beat_popularity=False,
+                          **fast_pipeline_without_scorer)
   store = local_runner.metadata_store(config)
 
   first = local_runner.run(config, out=io.StringIO()).run
