@@ -158,11 +158,12 @@ def train(users: np.ndarray, movies: np.ndarray, seconds: np.ndarray, num_movies
       hits, gains = hits + h, gains + g
     return hits / max(len(held_out), 1), gains / max(len(held_out), 1)
 
+  per_epoch = min(len(fit), hparams.sequence_max_queries_per_epoch)
   started, rng = time.monotonic(), np.random.default_rng(hparams.seed)
   by_epoch, best = [], (-1.0, 0, None)
   for epoch in range(1, hparams.sequence_max_epochs + 1):
     losses = []
-    order = rng.permutation(len(fit))
+    order = rng.permutation(len(fit))[:per_epoch]
     for start in range(0, len(order), hparams.sequence_batch_size):
       rows = order[start:start + hparams.sequence_batch_size]
       losses.append(float(step(*fit.histories(rows, length), fit.targets[rows].astype(np.int32),
@@ -184,6 +185,7 @@ def train(users: np.ndarray, movies: np.ndarray, seconds: np.ndarray, num_movies
     model.set_weights(best[2])
   summary = {
       "train_queries": len(fit), "validation_queries": len(held_out),
+      "queries_per_epoch": per_epoch,
       "best_epoch": best[1], "epochs_run": len(by_epoch),
       "train_seconds": round(time.monotonic() - started, 2), "by_epoch": by_epoch,
   }

@@ -83,6 +83,16 @@ def test_scorer_learns_the_next_movie_and_keeps_its_best_epoch(trained):
   assert by_epoch[0]["validation_ndcg_at_10"] < best["validation_ndcg_at_10"]
 
 
+def test_an_epoch_trains_on_at_most_its_cap_of_queries():
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  users, movies, seconds = sequential_data(num_users=20)
+  capped = dataclasses.replace(SMALL, sequence_max_epochs=1, sequence_max_queries_per_epoch=64)
+  _, summary = sequence_trainer.train(users, movies, seconds, 40, capped,
+                                      progress=lambda line: None)
+  assert summary["train_queries"] == 20 * 16  # each user's 18 but the first and the newest
+  assert summary["queries_per_epoch"] == 64
+
+
 def test_exported_scorer_scores_raw_ids_as_the_model_does(trained, tmp_path):
   scorer, summary = trained
   vocabulary = tmp_path / "movie_id_vocab"
