@@ -69,12 +69,10 @@ def top_k_rates(order: np.ndarray, labels: np.ndarray, k: int = K):
 
 
 def ratio_interval(new: np.ndarray, base: np.ndarray, draws: int = 2000, seed: int = 0):
-  """95% paired-bootstrap interval of mean(new) / mean(base), per-list values of two
-  orders of the same lists (the same resampled lists in both)."""
-  rng = np.random.default_rng(seed)
-  rows = rng.integers(0, len(new), (draws, len(new)))
-  ratios = new[rows].mean(1) / np.maximum(base[rows].mean(1), 1e-12)
-  return tuple(np.percentile(ratios, [2.5, 97.5]))
+  """95% paired-bootstrap interval of mean(new) / mean(base): the TwoStageEvaluator's
+  (components/two_stage_evaluator/evaluate.py), with more draws."""
+  from components.two_stage_evaluator import evaluate  # pylint: disable=g-import-not-at-top
+  return tuple(evaluate.paired_ratio_interval(new, base, draws, seed))
 
 
 def ratio_cell(new: np.ndarray, base: np.ndarray) -> str:

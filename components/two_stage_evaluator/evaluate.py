@@ -73,12 +73,14 @@ def row_rates(order: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.nda
   return hit.astype(np.float64), np.where(hit, 1 / np.log2(rank + 2), 0.0)
 
 
-def paired_ratio_interval(new: np.ndarray, old: np.ndarray, seed: int = 0):
-  """95% paired-bootstrap interval of mean(new) / mean(old) over the rows."""
+def paired_ratio_interval(new: np.ndarray, old: np.ndarray, draws: int = _RESAMPLES,
+                          seed: int = 0):
+  """95% paired-bootstrap interval of mean(new) / mean(old), per-row values of two orders
+  of the same rows (the same resampled rows in both); None without rows or hits."""
   if not len(new) or old.sum() == 0:
     return None
   rng = np.random.default_rng(seed)
-  picks = rng.integers(0, len(new), (_RESAMPLES, len(new)))
+  picks = rng.integers(0, len(new), (draws, len(new)))
   ratios = new[picks].mean(1) / np.maximum(old[picks].mean(1), 1e-12)
   return [float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))]
 
