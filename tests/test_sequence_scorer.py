@@ -1,5 +1,6 @@
 """The sequence scorer (the second stage): its queries are causal, it learns an order in
 the data, its export scores raw ids as the model does, and the blend is what it says."""
+import json
 import os
 
 import numpy as np
@@ -116,6 +117,50 @@ def test_exported_scorer_scores_raw_ids_as_the_model_does(trained, tmp_path):
   np.testing.assert_allclose(scores[:3], logits[[8, 20, 3]], rtol=1e-4, atol=1e-4)
   logits[[5, 6, 7]] = -np.inf  # rated: left out, as in training
   assert int(np.argmax(logits)) == 8  # the learned order: after 7 comes 8
+
+
+def test_serving_scorer_on_tflite_scores_as_the_exported_graph(trained, tmp_path):
+  """LiteScorer builds the core's inputs in NumPy and runs the bundle's TensorFlow Lite
+  core; the exported `score` signature builds them in its graph: the same scores."""
+  from components.bundle_pusher.executor import tflite_from_core  # pylint: disable=g-import-not-at-top
+  scorer, summary = trained
+  vocabulary = tmp_path / "movie_id_vocab"
+  vocabulary.write_text("".join(f"m{i}\n" for i in range(40)) + "m-untrained\n")
+  path = str(tmp_path / "scorer")
+  sequence_scorer.export(scorer, str(vocabulary), path, summary)
+  lite_path = tmp_path / "sequence_scorer.tflite"
+  lite_path.write_bytes(tflite_from_core(os.path.join(path, sequence_scorer.CORE_DIR)))
+  graph = sequence_scorer.LoadedScorer(path)
+  lite = sequence_scorer.LiteScorer(path, str(lite_path))
+  now = 10**9
+  rng = np.random.default_rng(1)
+  cases = [
+      # longer than sequence_length (8), with unknown and untrained ids among them
+      ([f"m{i}" for i in rng.permutation(40)[:11]] + ["unknown", "m-untrained", "m3"],
+       list(now - rng.integers(0, 86400 * 50, 14)), ["m1", "m2", "m-untrained", "zz", "m39"]),
+      (["m4", "m9"], [now - 60], ["m10", "m5"]),  # a rating time missing: the query's
+      ([], [], ["m0", "m1", "m2"]),  # no history
+      (["m4"], [now - 600], ["unknown", "m-untrained"]),  # no candidate known
+  ]
+  for history, seconds, candidates in cases:
+    want_scores, want_known = graph.score(history, seconds, now, candidates)
+    got_scores, got_known = lite.score(history, seconds, now, candidates)
+    assert got_known.tolist() == want_known.tolist()
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-4)
+  assert lite.score(["m1"], [now], now, ["m2", "zz"])[1].tolist() == [True, False]
+
+
+def test_serving_scorer_refuses_an_export_without_its_model_entry(trained, tmp_path):
+  scorer, summary = trained
+  vocabulary = tmp_path / "movie_id_vocab"
+  vocabulary.write_text("".join(f"m{i}\n" for i in range(40)))
+  path = str(tmp_path / "scorer")
+  sequence_scorer.export(scorer, str(vocabulary), path, summary)
+  info = os.path.join(path, sequence_scorer.INFO_FILE)
+  with open(info, "w") as f:
+    json.dump(summary, f)  # as exported before LiteScorer
+  with pytest.raises(ValueError, match="has no 'model' entry"):
+    sequence_scorer.LiteScorer(path, str(tmp_path / "unused.tflite"))
 
 
 def test_blend_adds_standardised_scores_and_orders_unknown_candidates_by_retrieval():
