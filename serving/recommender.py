@@ -215,7 +215,10 @@ class Recommender:
     # History: the request's rated movies if given, else the user's stored ones.
     inputs = self.retriever.query_inputs(user_id, features, timestamp, history=rated,
                                          as_of=as_of)
-    found = self.retriever.search(self.retriever.embed_inputs(inputs), candidates, skip=seen)
+    query = self.retriever.stored_embedding(user_id, features, timestamp, rated, as_of)
+    if query is None:
+      query = self.retriever.embed_inputs(inputs)
+    found = self.retriever.search(query, candidates, skip=seen)
     items = [{"movie_id": r.movie_id, "title": r.title, "genres": r.genres,
               "retrieval_score": r.score} for r in found]
     if self._rank is None and order_by == RATING_ORDER:

@@ -9,7 +9,9 @@ Importing this module imports ScaNN, which registers the ops its SavedModels nee
 
 import dataclasses
 import json
+import logging
 import os
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,6 +25,8 @@ from bundle.layout import BundleNotFoundError
 from modules import features as F
 from modules import retrieval_export
 
+log = logging.getLogger("movrec.serving")
+_EMBED_BATCH = 512  # known users embedded per call at load
 
 @dataclasses.dataclass
 class Recommendation:
@@ -60,6 +64,14 @@ class Retriever:
                   if F.USER_AGE in u.get("features", {}))
     self.default_features = {F.USER_GENDER: "", F.USER_OCCUPATION: "", F.USER_ZIP_CODE: "",
                              F.USER_AGE: ages[len(ages) // 2] if ages else 0}
+    # A known user's request that overrides nothing always makes the same query: its
+    # embedding is computed once, here, in batches (the query tower is ~2.3 ms of a
+    # request; ml-100k's 943 users take ~0.2 s; BENCHMARKS.md, "Serving latency").
+    started = time.monotonic()
+    self.known_embeddings = self._embed_known_users()
+    self._user_rows = {user: row for row, user in enumerate(self.users)}
+    log.info("bundle %s: %d known users' query embeddings computed in %.1f s", self.version,
+             len(self._user_rows), time.monotonic() - started)
 
   def rated_before(self, user_id: str, as_of: Optional[int] = None) -> Tuple[List[str], List[int]]:
     """(movies, when rated): the user's stored ratings, newest first; with `as_of` (unix
@@ -88,6 +100,13 @@ class Retriever:
     (rated at an unknown time: the query's, so the time pools weigh them all alike).
     `as_of` (unix seconds) backtests: the query is made then, and only the stored
     ratings made strictly before it are its history."""
+    values = self._query_values(user_id, features, timestamp, history, as_of)
+    return {name: tf.constant([values[name]], dtype=self._input_specs[name].dtype)
+            for name in self.query_features}
+
+  def _query_values(self, user_id, features=None, timestamp=None, history=None,
+                    as_of=None) -> Dict:
+    """query_inputs' values, one user's, as Python lists and scalars."""
     known = self.users.get(user_id)
     values = dict(known["features"]) if known else {}
     values.update(features or {})
@@ -104,8 +123,44 @@ class Retriever:
         len(history) - len(rated_at))
     for name in self.defaulted(values):
       values[name] = self.default_features[name]
-    return {name: tf.constant([values[name]], dtype=self._input_specs[name].dtype)
-            for name in self.query_features}
+    return values
+
+  def _embed_known_users(self, batch_size: int = _EMBED_BATCH) -> np.ndarray:
+    """[users, dim]: each known user's default query embedding (stored features, history
+    and last rating time; `self.users` order), in batches of `batch_size` users."""
+    ids, out = list(self.users), []
+    history_pads = {F.USER_HISTORY: "", F.USER_HISTORY_TIMESTAMPS: 0}  # "" is dropped
+    for start in range(0, len(ids), batch_size):
+      rows = [self._query_values(user) for user in ids[start:start + batch_size]]
+      inputs = {}
+      for name in self.query_features:
+        column = [row[name] for row in rows]
+        if name in history_pads:
+          width = max([len(c) for c in column] + [1])
+          column = [list(c) + [history_pads[name]] * (width - len(c)) for c in column]
+        inputs[name] = tf.constant(column, dtype=self._input_specs[name].dtype)
+      out.append(self._query(**inputs)[retrieval_export.EMBEDDING].numpy())
+    return np.concatenate(out) if out else np.zeros((0, self.index.embeddings.shape[1]))
+
+  def stored_embedding(self, user_id: str, features: Optional[Dict] = None,
+                       timestamp: Optional[int] = None,
+                       history: Optional[Sequence[str]] = None,
+                       as_of: Optional[int] = None) -> Optional[np.ndarray]:
+    """The embedding computed at load, for a known user's request (query_inputs'
+    arguments) that overrides nothing; None for any other request."""
+    if user_id in self._user_rows and not features and timestamp is None and \
+        history is None and as_of is None:
+      return self.known_embeddings[self._user_rows[user_id]]
+    return None
+
+  def embed(self, user_id: str, features: Optional[Dict] = None,
+            timestamp: Optional[int] = None, history: Optional[Sequence[str]] = None,
+            as_of: Optional[int] = None) -> np.ndarray:
+    """The query embedding of a request (query_inputs' arguments)."""
+    stored = self.stored_embedding(user_id, features, timestamp, history, as_of)
+    if stored is not None:
+      return stored
+    return self.embed_inputs(self.query_inputs(user_id, features, timestamp, history, as_of))
 
   def defaulted(self, features: Optional[Dict]) -> List[str]:
     """The demographic query features `features` leaves out: they take default_features."""
@@ -127,8 +182,7 @@ class Retriever:
     """Top-k movies for the user, skipping `exclude` (and their rated movies if asked;
     with `as_of`, only those rated before it)."""
     skip = set(exclude) | (set(self.rated(user_id, as_of)) if exclude_rated else set())
-    inputs = self.query_inputs(user_id, features, timestamp, history, as_of)
-    return self.search(self.embed_inputs(inputs), k, skip)
+    return self.search(self.embed(user_id, features, timestamp, history, as_of), k, skip)
 
   def search(self, query: np.ndarray, k: int, skip: Iterable[str] = ()) -> List[Recommendation]:
     skip = {self.position[m] for m in skip if m in self.position}

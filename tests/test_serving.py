@@ -103,6 +103,7 @@ def test_ranking_order_blends_the_sequence_scorer_with_retrieval(recommender):
   user = max(retriever.users, key=lambda u: len(retriever.users[u]["rated"]))
   result = recommender.recommend(user, k=10, candidates=40, order_by="ranking_score")
   assert result["order_by"] == "ranking_score" and "order_fallback" not in result
+  assert recommender.metadata()["sequence_scorer"] == recommender_lib.SCORER_ON_TFLITE
   items = result["items"]
   assert all({"retrieval_score", "ranking_score", "predicted_rating"} <= set(i) for i in items)
   retrieved = retriever.recommend(user, k=40, exclude_rated=True)
@@ -168,6 +169,29 @@ def test_the_query_sees_when_the_user_rated_each_movie(recommender):
       int(inputs["timestamp"].numpy()[0])}
   assert not (retriever.embed_inputs(inputs) ==
               retriever.embed_inputs(same_history_no_times)).all()
+
+
+def test_known_users_default_queries_are_embedded_once_at_load_as_one_by_one(recommender):
+  """The embeddings computed at load in batches are the query tower's answer to each
+  user's own query; a request that overrides anything is embedded afresh."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  retriever = recommender.retriever
+  users = list(retriever.users)
+  assert retriever.known_embeddings.shape[0] == len(users)
+  longest = max(users, key=lambda u: len(retriever.users[u]["rated"]))
+  for user in users[:20] + [longest]:
+    one_by_one = retriever.embed_inputs(retriever.query_inputs(user))
+    np.testing.assert_allclose(retriever.embed(user), one_by_one, atol=1e-5)
+  stored = retriever.users[longest]
+  overrides = [dict(timestamp=stored["last_timestamp"] + 86400 * 30),
+               dict(as_of=stored["rated_at"][3]), dict(history=stored["rated"][:2]),
+               dict(features={"user_age": 70})]
+  for override in overrides:
+    assert retriever.stored_embedding(longest, **override) is None
+    fresh = retriever.embed_inputs(retriever.query_inputs(longest, **override))
+    np.testing.assert_array_equal(retriever.embed(longest, **override), fresh)
+    if "features" not in override:  # another time or history is another query
+      assert not np.allclose(fresh, retriever.embed(longest), atol=1e-4), override
 
 
 def test_backtesting_as_of_a_past_time_uses_only_earlier_ratings(recommender):
