@@ -9,6 +9,7 @@ Transform's output, including the sparse genre ids, into them), so it converts t
 TensorFlow Lite as it is.
 """
 
+import os
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -27,6 +28,14 @@ NUMERIC = (_xf(F.USER_AGE), _xf(F.TIMESTAMP), _xf(F.MOVIE_RELEASE_YEAR))
 EMBEDDED = (USER_ID, MOVIE_ID) + CATEGORICAL  # the inputs looked up in embedding tables
 GENRES = _xf(F.MOVIE_GENRES)
 GENRES_MULTI_HOT = "movie_genres_multi_hot"
+# Where the trainer exports RankingCore alone under the serving model (for TensorFlow
+# Lite), and the file there that lists its inputs.
+CORE_DIR = os.path.join("assets.extra", "ranking_core")
+CORE_INFO_FILE = "ranking_core.json"
+# The RankingCore inputs made from the movie's features alone; the others are made from
+# the user's and the query time. Serving computes each side once per movie and per known
+# user (serving/lite_ratings.py): an input made from both would belong to neither.
+MOVIE_CORE_INPUTS = (MOVIE_ID, _xf(F.MOVIE_RELEASE_YEAR), GENRES_MULTI_HOT)
 # Raw features the exported ranking signatures take (the label is not one of them).
 RAW_FEATURES = (F.USER_ID, *F.USER_DEMOGRAPHIC_FEATURES, F.TIMESTAMP, *F.MOVIE_FEATURES)
 

@@ -35,8 +35,6 @@ from modules.hparams import RankingHParams, overrides_from
 
 HPARAMS_KEY = "ranking"
 TRAINING_FILE = "training.json"
-CORE_DIR = os.path.join("assets.extra", "ranking_core")
-CORE_INFO_FILE = "ranking_core.json"
 PREDICTIONS = F.RATING_OUTPUT
 SECONDS = F.transformed_name(F.TIMESTAMP_SECONDS)  # unix seconds, as Transform passes them
 
@@ -144,7 +142,7 @@ def export(model, tft_output, serving_dir: str, summary: dict) -> None:
       "serve_features": serve_features.get_concrete_function(**_raw_serving_inputs(raw_spec)),
   }
   model.save(serving_dir, save_format="tf", signatures=signatures)
-  export_core(model.core, os.path.join(serving_dir, CORE_DIR), model.num_genres)
+  export_core(model.core, os.path.join(serving_dir, ranking_model.CORE_DIR), model.num_genres)
   warm_start.save(serving_dir, _cores(model), tft_output)
   with tf.io.gfile.GFile(os.path.join(serving_dir, TRAINING_FILE), "w") as f:
     json.dump(summary, f, indent=2)
@@ -166,7 +164,7 @@ def export_core(core, path: str, num_genres: int) -> None:
     return {PREDICTIONS: core(inputs)}
 
   tf.saved_model.save(core, path, signatures={"serving_default": score.get_concrete_function(**specs)})
-  with tf.io.gfile.GFile(os.path.join(path, CORE_INFO_FILE), "w") as f:
+  with tf.io.gfile.GFile(os.path.join(path, ranking_model.CORE_INFO_FILE), "w") as f:
     json.dump({"inputs": sorted(specs), "num_genres": num_genres}, f)
 
 

@@ -18,6 +18,12 @@ Orderings (`order_by`; the response says which served):
                     protocol it halves HR@10 (BENCHMARKS.md, "Ranking"): a rating
                     regressor answers "how many stars", not "which will they pick next".
 
+What runs per request: a known user's request that overrides nothing (no features,
+time, rated movies or as_of) reads their query embedding and their rating features, both
+computed when the bundle loads, so only ScaNN, the sequence scorer and the rating core
+run, the last two on TensorFlow Lite (serving/lite_ratings.py; `metadata()` says what
+runs each). Any other request runs the query tower and the rating graph on its inputs.
+
 Which path served a request is part of the answer:
   personalized  the user is in the bundle's user table
   features      unknown user, described by the request: any of the demographics and/or
@@ -43,6 +49,7 @@ from bundle import layout as bundle_layout
 from modules import features as F
 from modules import sequence_scorer
 from modules.errors import ConfigError, MovrecError
+from serving import lite_ratings
 from serving.retriever import BundleNotFoundError, Retriever
 
 log = logging.getLogger("movrec.serving")
@@ -53,6 +60,9 @@ RANKING_ORDER, RETRIEVAL_ORDER, RATING_ORDER = "ranking_score", "retrieval_score
 ORDERS = (RANKING_ORDER, RETRIEVAL_ORDER, RATING_ORDER)
 # What runs the sequence scorer (`metadata()["sequence_scorer"]`).
 SCORER_ON_TFLITE, SCORER_ON_SAVEDMODEL = "tflite", "savedmodel"
+# What rates known users' default requests (`metadata()["predicted_rating"]`; any other
+# request is rated by the graph).
+RATINGS_ON_TFLITE, RATINGS_ON_GRAPH = "tflite", "graph"
 # How long a swap lets requests still running on the old bundle finish (they take
 # milliseconds) before collecting it.
 _RELEASE_GRACE_SECONDS = 1.0
@@ -116,9 +126,33 @@ class Recommender:
     self.no_ranking_order = self._why_not_ranking_order()
     with open(os.path.join(path, bundle_layout.POPULARITY_FILE)) as f:
       self.popular = [movie for movie, _ in json.load(f)]
+    self._lite_ratings = None
     if self._rank is not None:
       self._score_rows = self._compile_scorer()
       self._user_inputs = list(self._score_rows.structured_input_signature[0][1])
+      self._lite_ratings = self._load_lite_ratings(ranking_dir)
+
+  def _load_lite_ratings(self, ranking_dir: str) -> Optional[lite_ratings.LiteRatings]:
+    """Known users' default requests rated on the bundle's TensorFlow Lite core, their
+    features and the catalogue's transformed once here; None (logged: every request is
+    then rated by the graph, ~2 ms slower) when the bundle cannot."""
+    started = time.monotonic()
+    try:
+      users = {user: {name: self.retriever.query_values(user)[name] for name in self._user_inputs}
+               for user in self.retriever.users}
+      ratings = lite_ratings.LiteRatings(
+          ranking_dir, os.path.join(self.path, bundle_layout.RANKING_TFLITE_FILE),
+          self._ranking_model.signatures["transform_features"],
+          self.retriever.index.candidates, users)
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
+      log.warning("bundle %s: predicted ratings run on the ranking graph for every request, "
+                  "as its TensorFlow Lite core cannot serve them: %s: %s", self.version,
+                  type(e).__name__, e)
+      return None
+    log.info("bundle %s: %d movies' and %d users' rating features transformed in %.1f s",
+             self.version, len(self.retriever.index.candidates), len(users),
+             time.monotonic() - started)
+    return ratings
 
   def _load_sequence_scorer(self, scorer_dir: str):
     """The scorer on the bundle's TensorFlow Lite core (~0.4 ms a request); when the
@@ -212,12 +246,14 @@ class Recommender:
       return response
     seen = set(self.retriever.rated(user_id, as_of)) | set(rated or ())
     defaulted = [] if known else self.retriever.defaulted(features)
-    # History: the request's rated movies if given, else the user's stored ones.
-    inputs = self.retriever.query_inputs(user_id, features, timestamp, history=rated,
-                                         as_of=as_of)
-    query = self.retriever.stored_embedding(user_id, features, timestamp, rated, as_of)
-    if query is None:
-      query = self.retriever.embed_inputs(inputs)
+    # A known user's default request reads what was computed at load; another request
+    # runs the query tower on its inputs (history: the request's rated movies if given,
+    # else the user's stored ones).
+    default = self.retriever.is_default_request(user_id, features, timestamp, rated, as_of)
+    inputs = None if default else self.retriever.query_inputs(
+        user_id, features, timestamp, history=rated, as_of=as_of)
+    query = (self.retriever.stored_embedding(user_id) if default else
+             self.retriever.embed_inputs(inputs))
     found = self.retriever.search(query, candidates, skip=seen)
     items = [{"movie_id": r.movie_id, "title": r.title, "genres": r.genres,
               "retrieval_score": r.score} for r in found]
@@ -230,7 +266,13 @@ class Recommender:
     # Rating order needs every candidate's rating; the others the k shown only.
     rated_items = items if order_by == RATING_ORDER else items[:k]
     if self._rank is not None and rated_items:
-      ratings = self._score([i["movie_id"] for i in rated_items], inputs)
+      movie_ids = [i["movie_id"] for i in rated_items]
+      if default and self._lite_ratings is not None:
+        ratings = self._lite_ratings.predict(user_id, [self.retriever.position[m]
+                                                       for m in movie_ids])
+      else:
+        ratings = self._score(movie_ids, inputs if inputs is not None else
+                              self.retriever.query_inputs(user_id))
       for item, rating in zip(rated_items, ratings):
         item[RATING_ORDER] = float(rating)
     if order_by == RATING_ORDER:
@@ -308,6 +350,8 @@ class Recommender:
             "retrieval_model": ids("retrieval_model"),
             "index": {**ids("index"), "num_candidates": m["index"].get("num_candidates")},
             "ranking_model": ids("ranking_model"), "sequence_scorer": self.sequence_runtime,
+            "predicted_rating": (RATINGS_ON_TFLITE if self._lite_ratings is not None else
+                                 RATINGS_ON_GRAPH if self._rank is not None else None),
             "num_users": m.get("num_users")}
 
 

@@ -100,11 +100,11 @@ class Retriever:
     (rated at an unknown time: the query's, so the time pools weigh them all alike).
     `as_of` (unix seconds) backtests: the query is made then, and only the stored
     ratings made strictly before it are its history."""
-    values = self._query_values(user_id, features, timestamp, history, as_of)
+    values = self.query_values(user_id, features, timestamp, history, as_of)
     return {name: tf.constant([values[name]], dtype=self._input_specs[name].dtype)
             for name in self.query_features}
 
-  def _query_values(self, user_id, features=None, timestamp=None, history=None,
+  def query_values(self, user_id, features=None, timestamp=None, history=None,
                     as_of=None) -> Dict:
     """query_inputs' values, one user's, as Python lists and scalars."""
     known = self.users.get(user_id)
@@ -131,7 +131,7 @@ class Retriever:
     ids, out = list(self.users), []
     history_pads = {F.USER_HISTORY: "", F.USER_HISTORY_TIMESTAMPS: 0}  # "" is dropped
     for start in range(0, len(ids), batch_size):
-      rows = [self._query_values(user) for user in ids[start:start + batch_size]]
+      rows = [self.query_values(user) for user in ids[start:start + batch_size]]
       inputs = {}
       for name in self.query_features:
         column = [row[name] for row in rows]
@@ -146,12 +146,20 @@ class Retriever:
                        timestamp: Optional[int] = None,
                        history: Optional[Sequence[str]] = None,
                        as_of: Optional[int] = None) -> Optional[np.ndarray]:
-    """The embedding computed at load, for a known user's request (query_inputs'
-    arguments) that overrides nothing; None for any other request."""
-    if user_id in self._user_rows and not features and timestamp is None and \
-        history is None and as_of is None:
+    """The embedding computed at load, for a known user's default request; None for any
+    other request."""
+    if self.is_default_request(user_id, features, timestamp, history, as_of):
       return self.known_embeddings[self._user_rows[user_id]]
     return None
+
+  def is_default_request(self, user_id: str, features: Optional[Dict] = None,
+                         timestamp: Optional[int] = None,
+                         history: Optional[Sequence[str]] = None,
+                         as_of: Optional[int] = None) -> bool:
+    """Whether a request (query_inputs' arguments) is a known user's that overrides
+    nothing: its query is `query_values(user_id)`, the same for every such request."""
+    return (user_id in self._user_rows and not features and timestamp is None and
+            history is None and as_of is None)
 
   def embed(self, user_id: str, features: Optional[Dict] = None,
             timestamp: Optional[int] = None, history: Optional[Sequence[str]] = None,

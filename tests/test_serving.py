@@ -194,6 +194,25 @@ def test_known_users_default_queries_are_embedded_once_at_load_as_one_by_one(rec
       assert not np.allclose(fresh, retriever.embed(longest), atol=1e-4), override
 
 
+def test_default_requests_are_rated_on_tflite_as_the_graph_rates_them(recommender):
+  """A known user's default request is rated by the TensorFlow Lite core on features
+  transformed at load; `score` (and any request that overrides something) by the graph."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  assert recommender.metadata()["predicted_rating"] == recommender_lib.RATINGS_ON_TFLITE
+  retriever = recommender.retriever
+  for user in list(retriever.users)[:15]:
+    items = recommender.recommend(user, k=10, candidates=40, order_by="retrieval_score")["items"]
+    ids = [i["movie_id"] for i in items]
+    np.testing.assert_allclose([i["predicted_rating"] for i in items],
+                               recommender.score(user, ids), atol=1e-4)
+  later = retriever.users[user]["last_timestamp"] + 86400 * 400
+  items = recommender.recommend(user, k=10, candidates=40, timestamp=later,
+                                order_by="retrieval_score")["items"]
+  np.testing.assert_allclose([i["predicted_rating"] for i in items],
+                             recommender.score(user, [i["movie_id"] for i in items],
+                                               timestamp=later), atol=1e-4)
+
+
 def test_backtesting_as_of_a_past_time_uses_only_earlier_ratings(recommender):
   retriever = recommender.retriever
   user = max(retriever.users, key=lambda u: len(retriever.users[u]["rated"]))

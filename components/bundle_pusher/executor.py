@@ -119,10 +119,10 @@ def write_file(path: str, content, binary: bool = False) -> None:
 
 
 def copy_ranking_model(ranking: types.Artifact, bundle_dir: str) -> None:
-  from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
+  from modules import ranking_model  # pylint: disable=g-import-not-at-top
   source = path_utils.serving_model_dir(ranking.uri)
   copytree(source, os.path.join(bundle_dir, bundle_layout.RANKING_MODEL_DIR))
-  core_dir = os.path.join(source, ranking_trainer.CORE_DIR)
+  core_dir = os.path.join(source, ranking_model.CORE_DIR)
   write_file(os.path.join(bundle_dir, bundle_layout.RANKING_TFLITE_FILE),
              tflite_from_core(core_dir), binary=True)
   scorer_core = os.path.join(source, sequence_scorer.EXPORT_DIR, sequence_scorer.CORE_DIR)
