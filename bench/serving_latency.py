@@ -2,7 +2,8 @@
 
 1. In process: Recommender.recommend (retrieve 100, drop rated, order them by ranking
    score when the bundle has a sequence scorer, predict the ratings of the top 10) for
-   random known users; p50/p99 over --calls calls after a warm-up, for each order.
+   random known users, then for an unknown user described by the request; p50/p99 over
+   --calls calls after a warm-up, for each order.
 2. HTTP: `movrec serve` in one process, bench/load_generator.py in another, for
    --seconds, asking for the first order measured; requests/s, errors, p50/p99 as the
    client saw them.
@@ -51,7 +52,12 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   from serving.recommender import LiveRecommender  # pylint: disable=g-import-not-at-top
+  started = time.monotonic()
   rec = LiveRecommender(args.serving_dir).current
+  meta = rec.metadata()
+  print(f"bundle {rec.version} loaded in {time.monotonic() - started:.1f} s (known users' "
+        f"query embeddings and rating features included); sequence scorer on "
+        f"{meta['sequence_scorer']}, known users' ratings on {meta['predicted_rating']}")
   users = sorted(rec.retriever.users)
   rng = random.Random(0)
   from serving import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
@@ -60,18 +66,26 @@ def main(argv=None) -> int:
   default = (recommender_lib.RANKING_ORDER if rec.no_ranking_order is None else
              f"{recommender_lib.RETRIEVAL_ORDER} ({rec.no_ranking_order})")
   print(f"bundle {rec.version}: default order {default}")
+  # A known user's own request (what was computed at load serves it), and an unknown user
+  # described by demographics and five rated movies (the query tower and the rating graph
+  # run per request).
+  described = {"features": {"user_age": 30, "user_gender": "F", "user_occupation": "writer"},
+               "rated": rec.popular[:5]}
+  requests = [("known user", lambda: (rng.choice(users), {})),
+              ("described user", lambda: ("bench-new-user", described))]
   for order in orders:
-    for user in users[:50]:
-      rec.recommend(user, order_by=order)
-    timings = []
-    for _ in range(args.calls):
-      user = rng.choice(users)
-      started = time.perf_counter()
-      rec.recommend(user, k=10, candidates=100, order_by=order)
-      timings.append(1000 * (time.perf_counter() - started))
-    print(f"in-process recommend by {order} (100 retrieved, top 10 with predicted "
-          f"ratings), {args.calls} calls: p50 {np.percentile(timings, 50):.2f} ms, "
-          f"p99 {np.percentile(timings, 99):.2f} ms, mean {np.mean(timings):.2f} ms")
+    for who, request in requests:
+      for user in users[:50]:
+        rec.recommend(user, order_by=order, **request()[1])
+      timings = []
+      for _ in range(args.calls):
+        user, extra = request()
+        started = time.perf_counter()
+        rec.recommend(user, k=10, candidates=100, order_by=order, **extra)
+        timings.append(1000 * (time.perf_counter() - started))
+      print(f"in-process recommend by {order}, {who} (100 retrieved, top 10 with predicted "
+            f"ratings), {args.calls} calls: p50 {np.percentile(timings, 50):.2f} ms, "
+            f"p99 {np.percentile(timings, 99):.2f} ms, mean {np.mean(timings):.2f} ms")
 
   sample = ",".join(rng.sample(users, min(200, len(users))))
   result, _ = http_load(args.serving_dir, sample, args.seconds, args.connections,
