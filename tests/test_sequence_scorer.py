@@ -94,12 +94,20 @@ def test_an_epoch_trains_on_at_most_its_cap_of_queries():
   assert summary["queries_per_epoch"] == 64
 
 
+def export(trained, tmp_path, vocabulary=tuple(f"m{i}" for i in range(40))) -> str:
+  """The trained scorer exported under tmp_path with `vocabulary` (ids m0..m39: the
+  scorer's 40 movies); its path."""
+  scorer, summary = trained
+  vocabulary_file = tmp_path / "movie_id_vocab"
+  vocabulary_file.write_text("".join(f"{movie}\n" for movie in vocabulary))
+  path = str(tmp_path / "scorer")
+  sequence_scorer.export(scorer, str(vocabulary_file), path, summary)
+  return path
+
+
 def test_exported_scorer_scores_raw_ids_as_the_model_does(trained, tmp_path):
   scorer, summary = trained
-  vocabulary = tmp_path / "movie_id_vocab"
-  vocabulary.write_text("".join(f"m{i}\n" for i in range(40)))
-  path = str(tmp_path / "scorer")
-  sequence_scorer.export(scorer, str(vocabulary), path, summary)
+  path = export(trained, tmp_path)
   loaded = sequence_scorer.LoadedScorer(path)
   assert loaded.info["best_epoch"] == summary["best_epoch"]
   now = 10**9
@@ -123,11 +131,7 @@ def test_serving_scorer_on_tflite_scores_as_the_exported_graph(trained, tmp_path
   """LiteScorer builds the core's inputs in NumPy and runs the bundle's TensorFlow Lite
   core; the exported `score` signature builds them in its graph: the same scores."""
   from components.bundle_pusher.executor import tflite_from_core  # pylint: disable=g-import-not-at-top
-  scorer, summary = trained
-  vocabulary = tmp_path / "movie_id_vocab"
-  vocabulary.write_text("".join(f"m{i}\n" for i in range(40)) + "m-untrained\n")
-  path = str(tmp_path / "scorer")
-  sequence_scorer.export(scorer, str(vocabulary), path, summary)
+  path = export(trained, tmp_path, [f"m{i}" for i in range(40)] + ["m-untrained"])
   lite_path = tmp_path / "sequence_scorer.tflite"
   lite_path.write_bytes(tflite_from_core(os.path.join(path, sequence_scorer.CORE_DIR)))
   graph = sequence_scorer.LoadedScorer(path)
@@ -151,11 +155,8 @@ def test_serving_scorer_on_tflite_scores_as_the_exported_graph(trained, tmp_path
 
 
 def test_serving_scorer_refuses_an_export_without_its_model_entry(trained, tmp_path):
-  scorer, summary = trained
-  vocabulary = tmp_path / "movie_id_vocab"
-  vocabulary.write_text("".join(f"m{i}\n" for i in range(40)))
-  path = str(tmp_path / "scorer")
-  sequence_scorer.export(scorer, str(vocabulary), path, summary)
+  _, summary = trained
+  path = export(trained, tmp_path)
   info = os.path.join(path, sequence_scorer.INFO_FILE)
   with open(info, "w") as f:
     json.dump(summary, f)  # as exported before LiteScorer
