@@ -3,7 +3,8 @@
 # file at a time each (a pipeline run keeps about one core busy; a file's tests share its
 # fixtures; session fixtures are built once per worker that needs them).
 # `make bench`: retrieval quality (split last with ablations, and random) vs baselines and
-# ranking on ml-100k (re-ranker ablation), ScaNN at 1.68M candidates, serving latency, HTTP
+# ranking on ml-100k (re-ranker ablation), ScaNN at 1.68M candidates, serving latency (each
+# stage, then whole requests), HTTP
 # throughput and a 10-minute soak with a push a minute (prints figures; not part of `make test`).
 # `make bench-scale`: the whole pipeline cold on synthetic 100k and 1M ratings, each
 # component's seconds and peak memory (about 13 minutes; SIZES=100k,1m,10m adds the 10M run:
@@ -33,6 +34,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench.retrieval_quality --split random $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
 	$(VENV)/bin/python -m bench.ranking_quality --ablation $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
 	$(VENV)/bin/python -m bench.index_scale
+	$(VENV)/bin/python -m bench.serving_stages
 	$(VENV)/bin/python -m bench.serving_latency --soak-minutes 10 --workers 2
 
 SIZES ?= 100k,1m
