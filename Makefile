@@ -4,8 +4,8 @@
 # fixtures; session fixtures are built once per worker that needs them).
 # `make bench`: retrieval quality (split last with ablations, and random) vs baselines and
 # ranking on ml-100k (re-ranker ablation), ScaNN at 1.68M candidates, serving latency (each
-# stage, then whole requests), HTTP
-# throughput and a 10-minute soak with a push a minute (prints figures; not part of `make test`).
+# stage, then whole requests), HTTP throughput and a 10-minute soak with a push a minute
+# (prints figures; not part of `make test`).
 # `make bench-scale`: the whole pipeline cold on synthetic 100k and 1M ratings, each
 # component's seconds and peak memory (about 13 minutes; SIZES=100k,1m,10m adds the 10M run:
 # 83 minutes on 2 cores, plus 8 to generate its data the first time).
