@@ -107,6 +107,9 @@ class PipelineConfig:
   # default only when the TwoStageEvaluator finds its NDCG@10 on the eval rows above
   # retrieval order's x (1 + this); otherwise by retrieval score, saying why.
   ranking_order_min_gain: float = 0.0
+  # ... and not more than this (absolute NDCG@10) below the two-stage NDCG@10 of the last
+  # ranking model whose order was blessed, its scorer ordering the same candidates.
+  ranking_order_max_regression: float = 0.01
   # Whether the ratings carry user demographics; None reads it from the data files. Set it
   # when compiling for a cluster against data this machine cannot read (gs://...).
   user_demographics: Optional[bool] = None

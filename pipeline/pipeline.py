@@ -13,7 +13,8 @@
       ├─ RankingTrainer ─┬── RankingEvaluator (TFMA: RMSE bound, vs the last blessed one)
       │  (rating model + └── TwoStageEvaluator (with the RetrievalTrainer's model: the
       │   sequence scorer)       eval rows' candidates ordered by ranking score vs as
-      │                          retrieved; blesses the ranking order)
+      │                          retrieved; blesses the ranking order; vs the last
+      │                          blessed order, LatestBlessedRankingOrderResolver)
       └──────────────────── BundlePusher (query model + index + ranking model (+ TFLite),
                                           only when all three are blessed; the manifest
                                           records whether the ranking order is)
@@ -49,7 +50,9 @@ from pipeline.config import PREPROCESSING_FN, RANKING_RUN_FN, RETRIEVAL_RUN_FN, 
 # The latest-blessed-model resolvers, and the `model_kind` of the blessings each reads.
 RETRIEVAL_RESOLVER = "LatestBlessedRetrievalModelResolver"
 RANKING_RESOLVER = "LatestBlessedRankingModelResolver"
-BLESSED_MODEL_KINDS = {RETRIEVAL_RESOLVER: blessing.RETRIEVAL, RANKING_RESOLVER: blessing.RANKING}
+RANKING_ORDER_RESOLVER = "LatestBlessedRankingOrderResolver"
+BLESSED_MODEL_KINDS = {RETRIEVAL_RESOLVER: blessing.RETRIEVAL, RANKING_RESOLVER: blessing.RANKING,
+                       RANKING_ORDER_RESOLVER: blessing.RANKING_ORDER}
 
 # Tunables a scheduler may change per run without recompiling (Kubeflow / Vertex runtime
 # parameters): name -> (type, PipelineConfig attribute it overrides).
@@ -222,12 +225,17 @@ def create_pipeline(
       example_splits=[F.EVAL_SPLIT],
   ).with_id("RankingEvaluator")
   ranking_evaluator.executor_spec = ranking_evaluator_lib.EXECUTOR_SPEC.copy()
+  # The last ranking model whose order the TwoStageEvaluator blessed: its baseline.
+  latest_blessed_order = latest_blessed(
+      RANKING_ORDER_RESOLVER, "RankingTrainer", "TwoStageEvaluator")
   two_stage_evaluator = TwoStageEvaluator(
       retrieval_model=retrieval_trainer_.outputs["model"],
       ranking_model=ranking_trainer_.outputs["model"],
       examples=example_gen.outputs["examples"],
       candidates=example_gen.outputs["candidates"],
-      min_gain=config.ranking_order_min_gain)
+      min_gain=config.ranking_order_min_gain,
+      baseline_ranking_model=latest_blessed_order.outputs["model"],
+      max_regression=config.ranking_order_max_regression)
 
   pusher = BundlePusher(
       model=retrieval_trainer_.outputs["model"],
@@ -246,7 +254,7 @@ def create_pipeline(
       validation_gate, *nodes_for_spans, transform, retrieval_trainer_,
       latest_blessed_retrieval,
       retrieval_evaluator, index_builder, ranking_trainer_, latest_blessed_ranking,
-      ranking_evaluator, two_stage_evaluator, pusher,
+      ranking_evaluator, latest_blessed_order, two_stage_evaluator, pusher,
   ]
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,

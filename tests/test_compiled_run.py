@@ -37,11 +37,11 @@ def test_every_task_runs_and_blesses_as_the_local_runner_does(compiled_run):
   spec_path, _, store, run, local_run, console = compiled_run
   spec = compiled_spec.load(spec_path)
   names = [t.name for t in compiled_spec.tasks_in_order(spec)]
-  assert len(names) == 20 and set(run.outputs) == set(names)
+  assert len(names) == 22 and set(run.outputs) == set(names)
   executions = store.get_executions()
-  assert len(executions) == 20
+  assert len(executions) == 22
   assert {e.last_known_state for e in executions} == {pb.Execution.COMPLETE}
-  assert "[20/20] BundlePusher" in console and "RetrievalTrainer epoch" in console
+  assert "[22/22] BundlePusher" in console and "RetrievalTrainer epoch" in console
   local = {node: bool(local_run.output(node, "blessing").custom_properties["blessed"].int_value)
            for node in ("RetrievalEvaluator", "IndexBuilder", "RankingEvaluator")}
   blessings = run.blessings()
@@ -55,9 +55,10 @@ def test_every_task_runs_and_blesses_as_the_local_runner_does(compiled_run):
 
 @pytest.mark.e2e
 def test_the_next_runs_resolvers_find_each_kind_of_blessed_model(compiled_run):
-  """What the next scheduled run's four resolver tasks would answer: the retrieval
-  resolver the retrieval model, the ranking resolver the ranking model (the compiled
-  filters are scoped by `model_kind`; unscoped, both would take the newest blessing)."""
+  """What the next scheduled run's six resolver tasks would answer: the retrieval
+  resolver the retrieval model, the ranking resolver the ranking model, the ranking-order
+  resolver the ranking model if its order was blessed (the compiled filters are scoped by
+  `model_kind`; unscoped, all would take the newest blessing)."""
   spec_path, _, store, run, _, _ = compiled_run
   spec = compiled_spec.load(spec_path)
   records = kfp_store.KfpStore(store, compiled_spec.pipeline_name(spec), "next-run")
@@ -66,6 +67,10 @@ def test_the_next_runs_resolvers_find_each_kind_of_blessed_model(compiled_run):
                             (pipeline_lib.RANKING_RESOLVER, "RankingTrainer")):
     model = resolved[f"{resolver}-model-resolver"]["model"]
     assert [m["uri"] for m in model] == [run.outputs[trainer]["model"][0]["uri"]], resolver
+  order = resolved[f"{pipeline_lib.RANKING_ORDER_RESOLVER}-model-resolver"]["model"]
+  order_blessed = run.blessings()["TwoStageEvaluator"]
+  assert [m["uri"] for m in order] == (
+      [run.outputs["RankingTrainer"]["model"][0]["uri"]] if order_blessed else [])
   # Unscoped (as TFX compiles it), both resolvers take the newest blessed ModelBlessing:
   # here the RetrievalEvaluator's (it ran last), which the ranking resolver would be given.
   newest = records.query('schema_title="tfx.ModelBlessing" AND state=LIVE AND '

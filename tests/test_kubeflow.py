@@ -47,7 +47,7 @@ def test_every_component_is_compiled_with_the_image(compiled):
   names = set(tasks(spec))
   assert COMPONENTS <= names
   resolvers = names - COMPONENTS  # each Resolver compiles to a model and a blessing step
-  assert len(resolvers) == 4 and all("Resolver" in name for name in resolvers)
+  assert len(resolvers) == 6 and all("Resolver" in name for name in resolvers)
   executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
   containers = [e["container"] for e in executors.values() if "container" in e]
   assert len(containers) >= len(COMPONENTS)
@@ -64,6 +64,7 @@ def test_dependencies_follow_the_dag(compiled):
   assert any("RankingModelResolver" in d for d in deps["RankingEvaluator"])
   assert {"RetrievalTrainer", "Transform", "MovieLensExampleGen"} <= deps["IndexBuilder"]
   assert {"RetrievalTrainer", "RankingTrainer"} <= deps["TwoStageEvaluator"]
+  assert any("RankingOrderResolver" in d for d in deps["TwoStageEvaluator"])
   assert {"RetrievalEvaluator", "IndexBuilder", "RankingEvaluator",
           "TwoStageEvaluator"} <= deps["BundlePusher"]
   # Warm start: each Trainer reads the last blessed model of its kind.

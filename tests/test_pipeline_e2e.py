@@ -20,11 +20,14 @@ COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "SchemaGen", "ExampleValid
               "ValidationGate", "Transform", "RetrievalTrainer",
               "LatestBlessedRetrievalModelResolver", "RetrievalEvaluator", "IndexBuilder",
               "RankingTrainer", "LatestBlessedRankingModelResolver", "RankingEvaluator",
-              "TwoStageEvaluator", "BundlePusher"}
-RESOLVERS = {"LatestBlessedRetrievalModelResolver", "LatestBlessedRankingModelResolver"}
+              "LatestBlessedRankingOrderResolver", "TwoStageEvaluator", "BundlePusher"}
+RESOLVERS = {"LatestBlessedRetrievalModelResolver", "LatestBlessedRankingModelResolver",
+             "LatestBlessedRankingOrderResolver"}
 # What a rerun with unchanged inputs executes again: the evaluators now have a baseline
-# (the models blessed by the first run), so they re-evaluate; the pusher sees new blessings.
-RERUN_EXECUTED = {"RetrievalEvaluator", "RankingEvaluator", "BundlePusher"}
+# (the models blessed by the first run), so they re-evaluate (the TwoStageEvaluator when
+# the first run blessed the ranking order); the pusher sees new blessings.
+RERUN_EXECUTED = {"RetrievalEvaluator", "RankingEvaluator", "TwoStageEvaluator",
+                  "BundlePusher"}
 
 
 def props(artifact):

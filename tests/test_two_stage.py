@@ -52,18 +52,22 @@ def test_two_stage_figures_are_what_serving_returns_for_the_eval_rows(pushed_run
   assert recommender.manifest["ranking_order"]["blessed"] == blessed
 
 
-def evaluate_with(pushed_run, pushed_artifacts, tmp_path, min_gain):
+def evaluate_with(pushed_run, pushed_artifacts, tmp_path, min_gain, baseline=None,
+                  max_regression=0.0):
   """The TwoStageEvaluator's executor on the run's artifacts; its blessing."""
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
   evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
+  inputs = {two_stage.RETRIEVAL_MODEL_KEY: [pushed_artifacts["model"]],
+            two_stage.RANKING_MODEL_KEY: [pushed_artifacts["ranking"]],
+            two_stage.EXAMPLES_KEY: pushed_artifacts["examples"],
+            two_stage.CANDIDATES_KEY: [pushed_artifacts["candidates"]]}
+  if baseline is not None:
+    inputs[two_stage.BASELINE_RANKING_MODEL_KEY] = [baseline]
   two_stage.Executor().Do(
-      {two_stage.RETRIEVAL_MODEL_KEY: [pushed_artifacts["model"]],
-       two_stage.RANKING_MODEL_KEY: [pushed_artifacts["ranking"]],
-       two_stage.EXAMPLES_KEY: pushed_artifacts["examples"],
-       two_stage.CANDIDATES_KEY: [pushed_artifacts["candidates"]]},
-      {two_stage.EVALUATION_KEY: [evaluation], two_stage.BLESSING_KEY: [blessing]},
-      {two_stage.MIN_GAIN_KEY: min_gain, two_stage.LIST_SIZE_KEY: 100})
+      inputs, {two_stage.EVALUATION_KEY: [evaluation], two_stage.BLESSING_KEY: [blessing]},
+      {two_stage.MIN_GAIN_KEY: min_gain, two_stage.LIST_SIZE_KEY: 100,
+       two_stage.MAX_REGRESSION_KEY: max_regression})
   return blessing
 
 
@@ -89,3 +93,39 @@ def test_the_order_gate_decides_the_default_order_both_ways(pushed_run, pushed_a
     # Asked for by name, the unblessed order is still served.
     assert recommender.recommend(user, k=5, order_by="ranking_score")["order_by"] == \
         "ranking_score"
+
+
+@pytest.mark.parametrize("max_regression,blessed", [(0.0, True), (-0.01, False)])
+def test_the_order_gate_compares_with_the_last_blessed_ranker_both_ways(
+    pushed_run, pushed_artifacts, tmp_path, max_regression, blessed):
+  """The baseline: another artifact of the same ranking model (its scorer orders the
+  same candidates, so its figures must equal this model's). Allowed no drop it passes;
+  required to gain 0.01 NDCG@10 over itself it cannot."""
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  ranking = pushed_artifacts["ranking"]
+  baseline = standard_artifacts.Model()
+  baseline.uri, baseline.id = ranking.uri, ranking.id + 1000
+  blessing = evaluate_with(pushed_run, pushed_artifacts, tmp_path, -1.0, baseline,
+                           max_regression)
+  report = json.load(open(tmp_path / "evaluation" / two_stage.METRICS_FILE))
+  metrics = report["metrics"]
+  for metric in ("hr_at_10", "ndcg_at_10"):
+    assert metrics[f"baseline_two_stage_{metric}"] == pytest.approx(metrics[f"two_stage_{metric}"])
+  assert report["baseline_ranking_model"]["id"] == baseline.id
+  assert blessing_lib.is_blessed(blessing) == blessed
+  assert blessing.get_int_custom_property("baseline_model_id") == baseline.id
+  reasons = blessing.get_string_custom_property(blessing_lib.REASONS_KEY)
+  assert "vs the last blessed ranker's" in reasons
+
+
+def test_the_order_gate_rules():
+  figures = {"two_stage_ndcg_at_10": 0.125, "retrieval_order_ndcg_at_10": 0.12}
+  assert two_stage.decide(figures, 0.0).blessed
+  assert not two_stage.decide(figures, 0.1).blessed  # 0.125 is not above 0.12 x 1.1
+  with_baseline = dict(figures, baseline_two_stage_ndcg_at_10=0.13)
+  assert two_stage.decide(with_baseline, 0.0, max_regression=0.01).blessed  # 0.005 drop
+  kept_out = two_stage.decide(with_baseline, 0.0, max_regression=0.001)
+  assert not kept_out.blessed and kept_out.reasons == [
+      "ndcg_at_10 = 0.1250 vs the last blessed ranker's 0.1300 (allowed drop 0.0010)"]
+  both = two_stage.decide(with_baseline, 0.1, max_regression=0.001)
+  assert not both.blessed and len(both.reasons) == 2  # each failed check said

@@ -6,12 +6,13 @@ blended with the retrieval score, as serving orders it) is compared with the lis
 retrieved: HR@10 and NDCG@10 on the same rows and candidates (evaluate.py). Writes the
 metrics (ModelEvaluation) and a ModelBlessing of the ranking model's order (model_kind
 "ranking_order"): blessed when the two-stage NDCG@10 is above retrieval order's ×
-(1 + min_gain). The BundlePusher records the decision in the bundle's manifest, and
+(1 + min_gain) and, given the last ranker whose order was blessed, at most
+max_regression below its two-stage NDCG@10 on the same candidates. The BundlePusher records the decision in the bundle's manifest, and
 serving orders by ranking score by default only when it is blessed (otherwise by
 retrieval score, saying why).
 """
 
-from typing import Union
+from typing import Optional, Union
 
 from tfx import types
 from tfx.orchestration import data_types
@@ -27,11 +28,14 @@ class TwoStageEvaluatorSpec(types.ComponentSpec):
   PARAMETERS = {
       executor.LIST_SIZE_KEY: component_spec.ExecutionParameter(type=int),
       executor.MIN_GAIN_KEY: component_spec.ExecutionParameter(type=float),
+      executor.MAX_REGRESSION_KEY: component_spec.ExecutionParameter(type=float),
   }
   INPUTS = {
       executor.RETRIEVAL_MODEL_KEY: component_spec.ChannelParameter(
           type=standard_artifacts.Model),
       executor.RANKING_MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
+      executor.BASELINE_RANKING_MODEL_KEY: component_spec.ChannelParameter(
+          type=standard_artifacts.Model, optional=True),
       executor.EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
       executor.CANDIDATES_KEY: component_spec.ChannelParameter(
           type=standard_artifacts.Examples),
@@ -52,6 +56,9 @@ class TwoStageEvaluator(base_component.BaseComponent):
     candidates: the movie catalogue Examples.
     list_size: candidates retrieved per eval rating (serving's default is 100).
     min_gain: the two-stage NDCG@10 must be above retrieval order's × (1 + min_gain).
+    baseline_ranking_model: the last ranking model whose order was blessed (optional):
+      its scorer orders the same candidates, and the two-stage NDCG@10 may be at most
+      max_regression (absolute) below that.
   """
 
   SPEC_CLASS = TwoStageEvaluatorSpec
@@ -60,11 +67,14 @@ class TwoStageEvaluator(base_component.BaseComponent):
   def __init__(self, retrieval_model: types.BaseChannel, ranking_model: types.BaseChannel,
                examples: types.BaseChannel, candidates: types.BaseChannel,
                list_size: int = 100,
-               min_gain: Union[float, data_types.RuntimeParameter] = 0.0):
+               min_gain: Union[float, data_types.RuntimeParameter] = 0.0,
+               baseline_ranking_model: Optional[types.BaseChannel] = None,
+               max_regression: float = 0.0):
     if not isinstance(min_gain, data_types.RuntimeParameter):
       min_gain = float(min_gain)
     super().__init__(spec=TwoStageEvaluatorSpec(
         retrieval_model=retrieval_model, ranking_model=ranking_model, examples=examples,
         candidates=candidates, list_size=int(list_size), min_gain=min_gain,
+        baseline_ranking_model=baseline_ranking_model, max_regression=float(max_regression),
         evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
         blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -7,13 +7,14 @@ leaves them out) form its candidate list; the list is ordered twice:
   retrieval_order  the first stage alone (the list as retrieved)
   two_stage        by ranking score: the sequence scorer's score blended with the
                    retrieval score (modules/sequence_scorer.blend), as serving orders it
+  baseline_two_stage  the same with the last blessed ranker's scorer, when given
 
 and each order's HR@10 and NDCG@10 is the eval rating's movie's place in it (a list
 without it: a miss for both). Same rows, same candidates: the difference is the second
 stage's alone. The ratio's 95% interval is a paired bootstrap over the rows.
 """
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -86,15 +87,20 @@ def paired_ratio_interval(new: np.ndarray, old: np.ndarray, draws: int = _RESAMP
 
 
 def evaluate(model_pair, scorer: sequence_scorer.LoadedScorer, data: EvalSet,
-             n: int) -> Dict[str, float]:
+             n: int, baseline: Optional[sequence_scorer.LoadedScorer] = None) -> Dict[str, float]:
   """Flat metrics: retrieval_order_{hr,ndcg}_at_10, two_stage_{hr,ndcg}_at_10, their
-  ratios (two_stage / retrieval_order) and the ratios' interval bounds."""
+  ratios (two_stage / retrieval_order) and the ratios' interval bounds; with a `baseline`
+  scorer, baseline_two_stage_{hr,ndcg}_at_10 on the same candidates."""
   candidates, retrieval = candidate_lists(model_pair, data, n)
   labels = candidates == data.eval_items[:, None]
-  scores, known = scorer_scores(scorer, data, candidates)
+
+  def ranking_order(with_scorer):
+    scores, known = scorer_scores(with_scorer, data, candidates)
+    return np.argsort(-sequence_scorer.blend(scores, retrieval, known), axis=1,
+                      kind="stable"), known
+
   as_retrieved = np.broadcast_to(np.arange(candidates.shape[1]), candidates.shape)
-  by_ranking = np.argsort(-sequence_scorer.blend(scores, retrieval, known), axis=1,
-                          kind="stable")
+  by_ranking, known = ranking_order(scorer)
   out = {"eval_ratings": int(len(candidates)), "candidates": int(candidates.shape[1]),
          "candidates_unknown_to_scorer": float(1 - known.mean()) if known.size else 0.0,
          "candidate_recall": float(labels.any(1).mean()) if len(labels) else 0.0}
@@ -107,4 +113,8 @@ def evaluate(model_pair, scorer: sequence_scorer.LoadedScorer, data: EvalSet,
     interval = paired_ratio_interval(new, old)
     if interval:
       out[f"two_stage_{metric}_ratio_low"], out[f"two_stage_{metric}_ratio_high"] = interval
+  if baseline is not None:
+    for metric, rates in zip(("hr_at_10", "ndcg_at_10"),
+                             row_rates(ranking_order(baseline)[0], labels)):
+      out[f"baseline_two_stage_{metric}"] = float(rates.mean()) if len(rates) else 0.0
   return out
