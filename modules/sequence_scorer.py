@@ -28,13 +28,13 @@ Exported beside the rating model, under the ranking model's serving directory:
 
 import json
 import os
-import threading
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from modules import features as F
+from modules import tflite_runner
 from modules.hparams import RankingHParams
 
 EXPORT_DIR = os.path.join("assets.extra", "sequence_scorer")
@@ -243,9 +243,8 @@ class LiteScorer:
   here in NumPy as `_Export.score` builds them in its graph (the same vocabulary, the
   newest `sequence_length` known movies, log-day gaps). One user's 100 candidates took
   ~4.5 ms through the SavedModel's signature and ~0.4 ms here (BENCHMARKS.md, "Serving
-  the sequence scorer"); tests/test_sequence_scorer.py checks both give the same scores.
-
-  An interpreter is not thread-safe: each thread that scores gets its own."""
+  the second stage within issue 12's budget"); tests/test_sequence_scorer.py checks both
+  give the same scores."""
 
   def __init__(self, export_path: str, tflite_path: str):
     with open(os.path.join(export_path, INFO_FILE)) as f:
@@ -259,16 +258,7 @@ class LiteScorer:
       lines = [line.rstrip("\n") for line in f]
     # Vocabulary ids past num_movies were never trained on: unknown, as in the graph.
     self.ids = {movie: i for i, movie in enumerate(lines[:self.num_movies])}
-    with open(tflite_path, "rb") as f:
-      self._flatbuffer = f.read()
-    self._local = threading.local()
-
-  def _runner(self):
-    runner = getattr(self._local, "runner", None)
-    if runner is None:
-      runner = tf.lite.Interpreter(model_content=self._flatbuffer).get_signature_runner()
-      self._local.runner = runner
-    return runner
+    self._core = tflite_runner.TfliteRunner(tflite_path)
 
   def score(self, history: Sequence[str], history_seconds: Sequence[int], timestamp: int,
             candidates: Sequence[str]):
@@ -286,6 +276,6 @@ class LiteScorer:
     if not known.any():
       return np.zeros(len(candidates), np.float32), known
     history_input, gaps_input, candidates_input = CORE_INPUTS
-    scores = self._runner()(**{history_input: ids, gaps_input: gaps,
-                               candidates_input: np.where(known, candidate_ids, 0)[None]})
+    scores = self._core(**{history_input: ids, gaps_input: gaps,
+                            candidates_input: np.where(known, candidate_ids, 0)[None]})
     return np.where(known, scores[SCORES][0], 0.0).astype(np.float32), known

@@ -5,13 +5,13 @@ query's time, each made row by row. So each catalogue movie's and each known use
 of their default query: their last rating's time) are computed once, when the bundle
 loads, by the ranking SavedModel's own `transform_features` signature. A request then
 gathers rows and runs the core: ~0.1 ms for 10 movies, against ~2.3 ms through the
-`serve_features` graph (BENCHMARKS.md, "Serving latency"). A request that changes the
+`serve_features` graph (BENCHMARKS.md, "Serving the second stage within issue 12's
+budget"). A request that changes the
 user's features or time is rated by that graph (serving/recommender.py).
 """
 
 import json
 import os
-import threading
 from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from modules import features as F
 from modules import ranking_model
+from modules import tflite_runner
 
 _BATCH = 1024  # examples transformed per call at load
 _PLACEHOLDER_RATING = 0.0  # the label is parsed with the rest; its value is not used
@@ -71,9 +72,7 @@ class LiteRatings:
     self._user_rows = {user: row for row, user in enumerate(users)}
     self.users = self._columns(transform, [{**raw, **any_movie} for raw in users.values()],
                                user_names) if any_movie else {}
-    with open(tflite_path, "rb") as f:
-      self._flatbuffer = f.read()
-    self._local = threading.local()
+    self._core = tflite_runner.TfliteRunner(tflite_path)
 
   def _columns(self, transform, rows: List[Dict], names: List[str]) -> Dict[str, np.ndarray]:
     """{core input: [rows, ...]} of raw feature rows, through Transform."""
@@ -90,13 +89,6 @@ class LiteRatings:
   def knows(self, user_id: str) -> bool:
     return user_id in self._user_rows
 
-  def _runner(self):
-    runner = getattr(self._local, "runner", None)  # an interpreter is not thread-safe
-    if runner is None:
-      runner = tf.lite.Interpreter(model_content=self._flatbuffer).get_signature_runner()
-      self._local.runner = runner
-    return runner
-
   def predict(self, user_id: str, rows: Sequence[int]) -> np.ndarray:
     """Predicted ratings [n] of catalogue rows for a known user's default query."""
     rows = np.asarray(rows, np.int64)
@@ -104,4 +96,4 @@ class LiteRatings:
     inputs = {name: column[rows] for name, column in self.movies.items()}
     inputs.update({name: np.repeat(column[user:user + 1], len(rows), axis=0)
                    for name, column in self.users.items()})
-    return self._runner()(**inputs)[F.RATING_OUTPUT].reshape(-1)
+    return self._core(**inputs)[F.RATING_OUTPUT].reshape(-1)

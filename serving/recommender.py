@@ -138,8 +138,10 @@ class Recommender:
     then rated by the graph, ~2 ms slower) when the bundle cannot."""
     started = time.monotonic()
     try:
-      users = {user: {name: self.retriever.query_values(user)[name] for name in self._user_inputs}
-               for user in self.retriever.users}
+      users = {}
+      for user in self.retriever.users:
+        values = self.retriever.query_values(user)
+        users[user] = {name: values[name] for name in self._user_inputs}
       ratings = lite_ratings.LiteRatings(
           ranking_dir, os.path.join(self.path, bundle_layout.RANKING_TFLITE_FILE),
           self._ranking_model.signatures["transform_features"],

@@ -66,7 +66,8 @@ class Retriever:
                              F.USER_AGE: ages[len(ages) // 2] if ages else 0}
     # A known user's request that overrides nothing always makes the same query: its
     # embedding is computed once, here, in batches (the query tower is ~2.3 ms of a
-    # request; ml-100k's 943 users take ~0.2 s; BENCHMARKS.md, "Serving latency").
+    # request; ml-100k's 943 users take under a second; BENCHMARKS.md, "Serving the
+    # second stage within issue 12's budget").
     started = time.monotonic()
     self.known_embeddings = self._embed_known_users()
     self._user_rows = {user: row for row, user in enumerate(self.users)}

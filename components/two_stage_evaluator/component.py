@@ -7,9 +7,9 @@ retrieved: HR@10 and NDCG@10 on the same rows and candidates (evaluate.py). Writ
 metrics (ModelEvaluation) and a ModelBlessing of the ranking model's order (model_kind
 "ranking_order"): blessed when the two-stage NDCG@10 is above retrieval order's ×
 (1 + min_gain) and, given the last ranker whose order was blessed, at most
-max_regression below its two-stage NDCG@10 on the same candidates. The BundlePusher records the decision in the bundle's manifest, and
-serving orders by ranking score by default only when it is blessed (otherwise by
-retrieval score, saying why).
+max_regression below its two-stage NDCG@10 on the same candidates. The BundlePusher
+records the decision in the bundle's manifest, and serving orders by ranking score by
+default only when it is blessed (otherwise by retrieval score, saying why).
 """
 
 from typing import Optional, Union
