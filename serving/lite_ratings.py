@@ -6,8 +6,8 @@ of their default query: their last rating's time) are computed once, when the bu
 loads, by the ranking SavedModel's own `transform_features` signature. A request then
 gathers rows and runs the core: ~0.1 ms for 10 movies, against ~2.3 ms through the
 `serve_features` graph (BENCHMARKS.md, "Serving the second stage within issue 12's
-budget"). A request that changes the
-user's features or time is rated by that graph (serving/recommender.py).
+budget"). A request that changes the user's features or time is rated by that graph
+(serving/recommender.py).
 """
 
 import json
@@ -62,9 +62,9 @@ class LiteRatings:
     with open(os.path.join(ranking_dir, ranking_model.CORE_DIR,
                            ranking_model.CORE_INFO_FILE)) as f:
       core = json.load(f)
-    self._names, self._num_genres = core["inputs"], core["num_genres"]
-    movie_names = [n for n in self._names if n in ranking_model.MOVIE_CORE_INPUTS]
-    user_names = [n for n in self._names if n not in ranking_model.MOVIE_CORE_INPUTS]
+    names, self._num_genres = core["inputs"], core["num_genres"]
+    movie_names = [n for n in names if n in ranking_model.MOVIE_CORE_INPUTS]
+    user_names = [n for n in names if n not in ranking_model.MOVIE_CORE_INPUTS]
     any_user = next(iter(users.values()), None)
     any_movie = movie_raw(candidates[0]) if candidates else None
     self.movies = self._columns(transform, [{**any_user, **movie_raw(c)} for c in candidates],
@@ -85,9 +85,6 @@ class LiteRatings:
       for name in names:
         parts[name].append(inputs[name].numpy())
     return {name: np.concatenate(p) for name, p in parts.items()}
-
-  def knows(self, user_id: str) -> bool:
-    return user_id in self._user_rows
 
   def predict(self, user_id: str, rows: Sequence[int]) -> np.ndarray:
     """Predicted ratings [n] of catalogue rows for a known user's default query."""
