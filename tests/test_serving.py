@@ -710,6 +710,15 @@ def worker_pids(parent: int) -> set:
   return {pid for pid in children if "spawn_main" in open(f"/proc/{pid}/cmdline").read()}
 
 
+def listening_sockets(port: int) -> int:
+  """How many sockets listen on the IPv4 port. A worker binds its socket before it loads
+  its bundle but listens only once it serves, so counting processes is not enough."""
+  with open("/proc/net/tcp") as f:
+    rows = [line.split() for line in f.readlines()[1:]]
+  # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN.
+  return sum(1 for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == "0A")
+
+
 def reaped(pid: int) -> bool:
   """Gone from /proc: all of its threads exited and the supervisor collected it. A
   zombie main thread is not enough: until the last thread exits, the process still holds
@@ -735,7 +744,8 @@ def two_workers(serving_dir, tmp_path_factory):
 
   def ready():
     try:
-      return call(base, "GET", "/healthz")[0] == 200 and len(worker_pids(process.pid)) == 2
+      return (len(worker_pids(process.pid)) == 2 and listening_sockets(port) == 2
+              and call(base, "GET", "/healthz")[0] == 200)
     except (urllib.error.URLError, ConnectionError, FileNotFoundError):
       return False
 
@@ -798,7 +808,8 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(two_workers, r
   assert wait_until(answered, timeout=10)
   for _ in range(10):  # then the other worker answers every request meanwhile
     assert answered()
-  assert wait_until(lambda: len(worker_pids(process.pid) - {victim}) == 2)
+  assert wait_until(lambda: len(worker_pids(process.pid) - {victim}) == 2
+                    and listening_sockets(int(base.rsplit(":", 1)[1])) == 2)
 
 
 def test_worker_sockets_send_without_nagle_delay():
