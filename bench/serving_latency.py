@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from bench import pipeline_run
+from serving import workers as workers_lib
 
 
 def free_port() -> int:
@@ -155,13 +156,10 @@ def http_load(serving_dir, users, seconds, connections, push_every=0, workers=1,
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   soak = {"pushed": []}
   try:
-    for _ in range(600):
-      try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    for _ in range(600):  # until every worker listens
+      if workers_lib.listening_sockets(port) == workers:
         break
-      except OSError:
-        time.sleep(0.1)
-    time.sleep(5 if workers > 1 else 0)  # the other workers finish loading
+      time.sleep(0.1)
     load = subprocess.Popen(
         [sys.executable, "-m", "bench.load_generator", f"http://127.0.0.1:{port}",
          "--seconds", str(seconds), "--connections", str(connections), "--users", users]

@@ -129,6 +129,15 @@ def _listen(host: str, port: int) -> socket.socket:
   return sock
 
 
+def listening_sockets(port: int) -> int:
+  """How many sockets listen on the IPv4 `port` (Linux). A worker binds its socket before
+  it loads its bundle but listens only once it serves: this says when all of them do."""
+  with open("/proc/net/tcp") as f:
+    rows = [line.split() for line in f.readlines()[1:]]
+  # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN.
+  return sum(1 for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == "0A")
+
+
 def first_valid_version(serving_dir: str) -> int:
   """The version a worker would start on (the pinned one, else the newest whose files
   match its manifest), checked without loading it; BundleNotFoundError if none."""

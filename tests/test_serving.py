@@ -19,6 +19,7 @@ import pytest
 
 from bundle import layout as bundle_layout
 from serving import recommender as recommender_lib
+from serving import workers
 from serving.recommender import (FEATURES, PERSONALIZED, POPULARITY, LiveRecommender,
                                  Recommender, UnknownMovieError, wait_for_version)
 
@@ -710,15 +711,6 @@ def worker_pids(parent: int) -> set:
   return {pid for pid in children if "spawn_main" in open(f"/proc/{pid}/cmdline").read()}
 
 
-def listening_sockets(port: int) -> int:
-  """How many sockets listen on the IPv4 port. A worker binds its socket before it loads
-  its bundle but listens only once it serves, so counting processes is not enough."""
-  with open("/proc/net/tcp") as f:
-    rows = [line.split() for line in f.readlines()[1:]]
-  # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN.
-  return sum(1 for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == "0A")
-
-
 def reaped(pid: int) -> bool:
   """Gone from /proc: all of its threads exited and the supervisor collected it. A
   zombie main thread is not enough: until the last thread exits, the process still holds
@@ -744,7 +736,7 @@ def two_workers(serving_dir, tmp_path_factory):
 
   def ready():
     try:
-      return (len(worker_pids(process.pid)) == 2 and listening_sockets(port) == 2
+      return (len(worker_pids(process.pid)) == 2 and workers.listening_sockets(port) == 2
               and call(base, "GET", "/healthz")[0] == 200)
     except (urllib.error.URLError, ConnectionError, FileNotFoundError):
       return False
@@ -809,14 +801,24 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(two_workers, r
   for _ in range(10):  # then the other worker answers every request meanwhile
     assert answered()
   assert wait_until(lambda: len(worker_pids(process.pid) - {victim}) == 2
-                    and listening_sockets(int(base.rsplit(":", 1)[1])) == 2)
+                    and workers.listening_sockets(int(base.rsplit(":", 1)[1])) == 2)
+
+
+def test_a_bound_socket_counts_as_listening_only_once_it_listens():
+  sock = workers._listen("127.0.0.1", 0)  # pylint: disable=protected-access
+  port = sock.getsockname()[1]
+  with sock, workers._listen("127.0.0.1", port) as twin:  # pylint: disable=protected-access
+    assert workers.listening_sockets(port) == 0  # bound, as while a worker loads its bundle
+    sock.listen()
+    assert workers.listening_sockets(port) == 1
+    twin.listen()
+    assert workers.listening_sockets(port) == 2
 
 
 def test_worker_sockets_send_without_nagle_delay():
   """asyncio sets TCP_NODELAY only on connections of a socket created as TCP: with the
   default protocol 0, responses waited on Nagle's algorithm (p50 56 ms instead of 28)."""
   import asyncio  # pylint: disable=g-import-not-at-top
-  from serving import workers  # pylint: disable=g-import-not-at-top
   listener = workers._listen("127.0.0.1", 0)  # pylint: disable=protected-access
   seen = []
 
