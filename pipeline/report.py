@@ -232,13 +232,30 @@ def _two_stage_section(run) -> str:
                             f"{metrics[f'two_stage_{name}_ratio_high']:.3f}"
                             if f"two_stage_{name}_ratio_low" in metrics else None)}
           for name in ("hr_at_10", "ndcg_at_10")] if metrics else []
+  by_history = [{"movies rated before": name.split("=", 1)[1],
+                 "eval ratings": figures.get("eval_ratings"),
+                 **{f"{label} {metric}": figures.get(f"{order}_{metric}_at_10")
+                    for label, order in (("retrieval order", "retrieval_order"),
+                                         ("two-stage", "two_stage"))
+                    for metric in ("hr", "ndcg")}}
+                for name, figures in _history_order(result.get("slices") or {})]
   return (f"<p>{_verdict(result['blessed'])} as serving's default order: "
           f"{_e('; '.join(result['reasons']))}</p>"
           f"<p class=muted>each eval rating's {_fmt(metrics.get('candidates'))} retrieved "
           "candidates (the movies rated by then removed), as retrieved and as ordered by "
-          "ranking score (the sequence scorer blended with the retrieval score); the "
-          "interval is a paired bootstrap over the eval ratings.</p>" +
-          _table(rows, ["metric", "retrieval order", "two-stage", "ratio", "95% interval"]))
+          "ranking score (the sequence scorer blended with the retrieval score); HR@10 and "
+          "NDCG@10 by TFMA, each eval rating a query; the interval is a paired bootstrap "
+          "over the eval ratings.</p>" +
+          _table(rows, ["metric", "retrieval order", "two-stage", "ratio", "95% interval"]) +
+          (_table(by_history, list(by_history[0])) if by_history else ""))
+
+
+def _history_order(slices: Dict) -> List[tuple]:
+  """The history-length slices, shortest history first."""
+  from components.two_stage_evaluator import tfma_lists  # pylint: disable=g-import-not-at-top
+  ranks = {tfma_lists.slice_name(name): i for i, (_, name) in
+           enumerate(tfma_lists.HISTORY_BUCKETS)}
+  return sorted(((n, f) for n, f in slices.items() if n in ranks), key=lambda x: ranks[x[0]])
 
 
 def render(store, pipeline_name: str, run_id: Optional[str]) -> str:

@@ -168,6 +168,7 @@ def test_report_renders_in_headless_chromium(capsys, tmp_path, store_args, inspe
     assert component in page
   assert "<th>popularity</th>" in page and "ndcg_at_10" in page  # the reference row's column
   assert "<th>two-stage</th>" in page and "<th>retrieval order</th>" in page
+  assert "<th>movies rated before</th>" in page  # the two-stage figures by history length
 
   browser = chromium()
   profile = ["--user-data-dir=" + str(tmp_path / "profile")]

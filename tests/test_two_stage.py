@@ -18,8 +18,8 @@ from serving.recommender import Recommender
 
 
 def served_rates(recommender, evals, order_by, list_size):
-  """Mean HR@10 and NDCG@10 of the eval rows, each asked of the recommender as of its
-  time (a backtest: the user's earlier ratings only) with the given order."""
+  """Per eval row, HR@10 and NDCG@10 of the recommender's answer as of the row's time (a
+  backtest: the user's earlier ratings only) with the given order."""
   hits, gains = [], []
   for user, movie, t in zip(evals[F.USER_ID], evals[F.MOVIE_ID], evals[F.TIMESTAMP]):
     items = recommender.recommend(user, k=10, candidates=list_size, as_of=int(t),
@@ -27,7 +27,19 @@ def served_rates(recommender, evals, order_by, list_size):
     ids = [i["movie_id"] for i in items]
     hits.append(movie in ids)
     gains.append(1 / math.log2(ids.index(movie) + 2) if movie in ids else 0.0)
-  return float(np.mean(hits)), float(np.mean(gains))
+  return np.array(hits, np.float64), np.array(gains)
+
+
+def history_buckets(examples, evals):
+  """Per eval row, the TwoStageEvaluator's name for its slice: how many training ratings
+  its user had made before it, bucketed."""
+  train = examples_io.split_columns(examples, F.TRAIN_SPLIT,
+                                    {F.USER_ID: tf.string, F.TIMESTAMP: tf.int64})
+  before = [int(np.sum((train[F.USER_ID] == user) & (train[F.TIMESTAMP] < t)))
+            for user, t in zip(evals[F.USER_ID], evals[F.TIMESTAMP])]
+  bounds = [(50, "50+"), (20, "20-49"), (5, "5-19"), (1, "1-4"), (0, "0")]
+  return np.array([f"history_length={next(name for low, name in bounds if n >= low)}"
+                   for n in before])
 
 
 def test_two_stage_figures_are_what_serving_returns_for_the_eval_rows(pushed_run,
@@ -42,10 +54,19 @@ def test_two_stage_figures_are_what_serving_returns_for_the_eval_rows(pushed_run
   recommender = Recommender(bundle_layout.version_dir(
       config.serving_dir, bundle_layout.versions(config.serving_dir)[-1]))
   tolerance = 1.5 / len(evals[F.USER_ID])  # a tie ordered otherwise may move one row
+  buckets = history_buckets(pushed_artifacts["examples"][0], evals)
+  assert {name: s["eval_ratings"] for name, s in report["slices"].items()} == \
+      {name: int(np.sum(buckets == name)) for name in set(buckets)}
   for order, prefix in (("retrieval_score", "retrieval_order"), ("ranking_score", "two_stage")):
-    hr, ndcg = served_rates(recommender, evals, order, metrics["candidates"])
-    assert hr == pytest.approx(metrics[f"{prefix}_hr_at_10"], abs=tolerance), order
-    assert ndcg == pytest.approx(metrics[f"{prefix}_ndcg_at_10"], abs=tolerance), order
+    # The figures are TFMA's (query-keyed NDCG@10, HitRate@10), overall and by slice.
+    hits, gains = served_rates(recommender, evals, order, metrics["candidates"])
+    assert hits.mean() == pytest.approx(metrics[f"{prefix}_hr_at_10"], abs=tolerance), order
+    assert gains.mean() == pytest.approx(metrics[f"{prefix}_ndcg_at_10"], abs=tolerance), order
+    for name in set(buckets):
+      rows, figures = buckets == name, report["slices"][name]
+      slack = 1.5 / rows.sum()
+      assert hits[rows].mean() == pytest.approx(figures[f"{prefix}_hr_at_10"], abs=slack)
+      assert gains[rows].mean() == pytest.approx(figures[f"{prefix}_ndcg_at_10"], abs=slack)
   # The run's decision is the gate's rule applied to its figures, and the bundle says so.
   blessed = metrics["two_stage_ndcg_at_10"] > metrics["retrieval_order_ndcg_at_10"]
   assert report["blessed"] == blessed
@@ -129,3 +150,27 @@ def test_the_order_gate_rules():
       "ndcg_at_10 = 0.1250 vs the last blessed ranker's 0.1300 (allowed drop 0.0010)"]
   both = two_stage.decide(with_baseline, 0.1, max_regression=0.001)
   assert not both.blessed and len(both.reasons) == 2  # each failed check said
+
+
+def test_tfma_figures_count_a_list_without_the_next_movie_as_a_miss(tmp_path):
+  """Three lists of 12, worked out by hand: the movie rated next first / third, not
+  retrieved at all, eleventh / first."""
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  from components.two_stage_evaluator import tfma_lists  # pylint: disable=g-import-not-at-top
+  labels = np.zeros((3, 12), bool)
+  labels[0, 0] = labels[2, 10] = True
+  as_retrieved = np.tile(np.arange(12), (3, 1))
+  ranked = as_retrieved.copy()
+  ranked[0, :3] = [1, 2, 0]
+  ranked[2] = [10] + list(range(10)) + [11]
+  orders = {"retrieval_order": as_retrieved, "two_stage": ranked}
+  with beam.Pipeline() as pipeline:
+    tfma_lists.evaluate(pipeline, list(tfma_lists.examples(orders, labels, [0, 3, 70])),
+                        list(orders), str(tmp_path))
+  figures = tfma_lists.load(str(tmp_path), list(orders))
+  assert figures[""] == pytest.approx({
+      "retrieval_order_hr_at_10": 1 / 3, "retrieval_order_ndcg_at_10": 1 / 3,
+      "two_stage_hr_at_10": 2 / 3, "two_stage_ndcg_at_10": (1 / math.log2(4) + 1) / 3})
+  assert figures["history_length=50+"] == pytest.approx({
+      "retrieval_order_hr_at_10": 0.0, "retrieval_order_ndcg_at_10": 0.0,
+      "two_stage_hr_at_10": 1.0, "two_stage_ndcg_at_10": 1.0})

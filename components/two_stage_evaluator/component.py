@@ -3,13 +3,16 @@
 On the eval split, each eval rating's candidate list is the retrieval model's N best
 unseen movies; the list ordered by ranking score (the ranking model's sequence scorer
 blended with the retrieval score, as serving orders it) is compared with the list as
-retrieved: HR@10 and NDCG@10 on the same rows and candidates (evaluate.py). Writes the
-metrics (ModelEvaluation) and a ModelBlessing of the ranking model's order (model_kind
-"ranking_order"): blessed when the two-stage NDCG@10 is above retrieval order's ×
-(1 + min_gain) and, given the last ranker whose order was blessed, at most
-max_regression below its two-stage NDCG@10 on the same candidates. The BundlePusher
-records the decision in the bundle's manifest, and serving orders by ranking score by
-default only when it is blessed (otherwise by retrieval score, saying why).
+retrieved: HR@10 and NDCG@10 on the same rows and candidates (evaluate.py), computed by
+TFMA with each eval rating as a query, overall and by the user's history length
+(tfma_lists.py; the evaluation artifact holds TFMA's EvalResult, one "model" per order,
+and metrics.json). Writes the metrics (ModelEvaluation) and a ModelBlessing of the
+ranking model's order (model_kind "ranking_order"): blessed when the two-stage NDCG@10
+is above retrieval order's × (1 + min_gain) and, given the last ranker whose order was
+blessed, at most max_regression below its two-stage NDCG@10 on the same candidates. The
+BundlePusher records the decision in the bundle's manifest, and serving orders by
+ranking score by default only when it is blessed (otherwise by retrieval score, saying
+why). A Beam component: TFMA runs on the pipeline's Beam runner.
 """
 
 from typing import Optional, Union
@@ -62,7 +65,7 @@ class TwoStageEvaluator(base_component.BaseComponent):
   """
 
   SPEC_CLASS = TwoStageEvaluatorSpec
-  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
   def __init__(self, retrieval_model: types.BaseChannel, ranking_model: types.BaseChannel,
                examples: types.BaseChannel, candidates: types.BaseChannel,

@@ -10,10 +10,12 @@ leaves them out) form its candidate list; the list is ordered twice:
   baseline_two_stage  the same with the last blessed ranker's scorer, when given
 
 and each order's HR@10 and NDCG@10 is the eval rating's movie's place in it (a list
-without it: a miss for both). Same rows, same candidates: the difference is the second
-stage's alone. The ratio's 95% interval is a paired bootstrap over the rows.
+without it: a miss for both), computed by TFMA with the eval rating as the query
+(tfma_lists.py). Same rows, same candidates: the difference is the second stage's
+alone. The ratio's 95% interval is a paired bootstrap over the rows, computed here.
 """
 
+import dataclasses
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -22,6 +24,9 @@ from components.retrieval_evaluator.eval_set import EvalSet
 from modules import sequence_scorer
 
 K = 10
+METRICS = ("hr_at_10", "ndcg_at_10")
+RETRIEVAL_ORDER, TWO_STAGE, BASELINE_TWO_STAGE = "retrieval_order", "two_stage", \
+    "baseline_two_stage"
 _CHUNK = 1024
 _RESAMPLES = 1000
 
@@ -86,35 +91,52 @@ def paired_ratio_interval(new: np.ndarray, old: np.ndarray, draws: int = _RESAMP
   return [float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))]
 
 
-def evaluate(model_pair, scorer: sequence_scorer.LoadedScorer, data: EvalSet,
-             n: int, baseline: Optional[sequence_scorer.LoadedScorer] = None) -> Dict[str, float]:
-  """Flat metrics: retrieval_order_{hr,ndcg}_at_10, two_stage_{hr,ndcg}_at_10, their
-  ratios (two_stage / retrieval_order) and the ratios' interval bounds; with a `baseline`
-  scorer, baseline_two_stage_{hr,ndcg}_at_10 on the same candidates."""
+@dataclasses.dataclass
+class OrderedLists:
+  """The eval rows' candidate lists and each order of them (ORDERS' names)."""
+  labels: np.ndarray  # [rows, n]: True at the movie rated next
+  orders: Dict[str, np.ndarray]  # name -> [rows, n] column indices, best first
+  history_lengths: np.ndarray  # per row: the user's training ratings before it
+  known: np.ndarray  # [rows, n]: candidates the scorer has an embedding for
+
+
+def ordered_lists(model_pair, scorer: sequence_scorer.LoadedScorer, data: EvalSet, n: int,
+                  baseline: Optional[sequence_scorer.LoadedScorer] = None) -> OrderedLists:
+  """Each eval row's N retrieved candidates, as retrieved and by ranking score (and by the
+  baseline ranker's, when given)."""
   candidates, retrieval = candidate_lists(model_pair, data, n)
-  labels = candidates == data.eval_items[:, None]
 
   def ranking_order(with_scorer):
     scores, known = scorer_scores(with_scorer, data, candidates)
     return np.argsort(-sequence_scorer.blend(scores, retrieval, known), axis=1,
                       kind="stable"), known
 
-  as_retrieved = np.broadcast_to(np.arange(candidates.shape[1]), candidates.shape)
-  by_ranking, known = ranking_order(scorer)
-  out = {"eval_ratings": int(len(candidates)), "candidates": int(candidates.shape[1]),
-         "candidates_unknown_to_scorer": float(1 - known.mean()) if known.size else 0.0,
+  orders = {RETRIEVAL_ORDER: np.broadcast_to(np.arange(candidates.shape[1]), candidates.shape)}
+  orders[TWO_STAGE], known = ranking_order(scorer)
+  if baseline is not None:
+    orders[BASELINE_TWO_STAGE] = ranking_order(baseline)[0]
+  history = np.array([len(seen) for seen in data.seen_before(np.arange(len(candidates)))],
+                     np.int64)
+  return OrderedLists(candidates == data.eval_items[:, None], orders, history, known)
+
+
+def summary(lists: OrderedLists, overall: Dict[str, float]) -> Dict[str, float]:
+  """Flat metrics: each order's HR@10 and NDCG@10 (`overall`: TFMA's, tfma_lists.load's
+  "" slice), two_stage / retrieval_order ratios with their 95% paired-bootstrap interval
+  (per-row, here), and the lists' sizes."""
+  labels = lists.labels
+  out = {"eval_ratings": int(labels.shape[0]), "candidates": int(labels.shape[1]),
+         "candidates_unknown_to_scorer": (float(1 - lists.known.mean())
+                                          if lists.known.size else 0.0),
          "candidate_recall": float(labels.any(1).mean()) if len(labels) else 0.0}
-  for metric, old, new in zip(("hr_at_10", "ndcg_at_10"), row_rates(as_retrieved, labels),
-                              row_rates(by_ranking, labels)):
-    out[f"retrieval_order_{metric}"] = float(old.mean()) if len(old) else 0.0
-    out[f"two_stage_{metric}"] = float(new.mean()) if len(new) else 0.0
+  for order in lists.orders:
+    for metric in METRICS:
+      out[f"{order}_{metric}"] = float(overall.get(f"{order}_{metric}", 0.0))
+  for metric, old, new in zip(METRICS, row_rates(lists.orders[RETRIEVAL_ORDER], labels),
+                              row_rates(lists.orders[TWO_STAGE], labels)):
     out[f"two_stage_{metric}_ratio"] = (out[f"two_stage_{metric}"] /
                                         max(out[f"retrieval_order_{metric}"], 1e-12))
     interval = paired_ratio_interval(new, old)
     if interval:
       out[f"two_stage_{metric}_ratio_low"], out[f"two_stage_{metric}_ratio_high"] = interval
-  if baseline is not None:
-    for metric, rates in zip(("hr_at_10", "ndcg_at_10"),
-                             row_rates(ranking_order(baseline)[0], labels)):
-      out[f"baseline_two_stage_{metric}"] = float(rates.mean()) if len(rates) else 0.0
   return out

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 from tfx import types
-from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 from tfx.utils import path_utils
@@ -14,6 +14,7 @@ from tfx.utils import path_utils
 from components import blessing as blessing_lib
 from components.retrieval_evaluator import eval_set as eval_set_lib
 from components.two_stage_evaluator import evaluate
+from components.two_stage_evaluator import tfma_lists
 from modules import ranking_trainer
 from modules import retrieval_export
 from modules import sequence_scorer
@@ -82,7 +83,7 @@ def baseline_scorer(baseline: Optional[types.Artifact],
       f"against the last blessed ranker ({baseline.id})"
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(base_beam_executor.BaseBeamExecutor):
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
@@ -93,30 +94,48 @@ class Executor(base_executor.BaseExecutor):
     max_regression = float(exec_properties.get(MAX_REGRESSION_KEY) or 0.0)
     baseline_model = (input_dict.get(BASELINE_RANKING_MODEL_KEY) or [None])[0]
     baseline, baseline_note = baseline_scorer(baseline_model, ranking)
+    evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
     metrics: Dict[str, float] = {}
+    slices: Dict[str, Dict[str, float]] = {}
     if not os.path.isdir(scorer_dir(ranking)):
       decision = blessing_lib.Decision(False, [why_no_scorer(ranking)])
     else:
       data = eval_set_lib.from_artifacts(
           artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]),
           artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]))
-      metrics = evaluate.evaluate(
+      lists = evaluate.ordered_lists(
           retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(retrieval.uri)),
           sequence_scorer.LoadedScorer(scorer_dir(ranking)), data,
           int(exec_properties.get(LIST_SIZE_KEY) or 100), baseline)
+      slices = self._tfma_metrics(lists, evaluation.uri)
+      metrics = evaluate.summary(lists, slices.pop("", {}))
       decision = decide(metrics, min_gain, max_regression)
     logging.info("TwoStageEvaluator: ranking order %s (%s); %s",
                  "BLESSED" if decision.blessed else "NOT BLESSED", baseline_note,
                  "; ".join(decision.reasons))
-    evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
     io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE), json.dumps({
         "retrieval_model": {"uri": retrieval.uri, "id": retrieval.id},
         "ranking_model": {"uri": ranking.uri, "id": ranking.id},
         "baseline_ranking_model": ({"uri": baseline_model.uri, "id": baseline_model.id}
                                    if baseline is not None else None),
-        "baseline": baseline_note, "metrics": metrics, "min_gain": min_gain,
+        "baseline": baseline_note, "metrics": metrics, "slices": slices, "min_gain": min_gain,
         "max_regression": max_regression, **decision.to_dict()}, indent=2))
     blessing_lib.record_metrics(evaluation, metrics)
     blessing_lib.write_blessing(artifact_utils.get_single_instance(output_dict[BLESSING_KEY]),
                                 decision, ranking, blessing_lib.RANKING_ORDER,
                                 baseline_model if baseline is not None else None)
+
+  def _tfma_metrics(self, lists: evaluate.OrderedLists,
+                    output_path: str) -> Dict[str, Dict[str, float]]:
+    """TFMA's figures of each order, by slice (tfma_lists.load); its EvalResult is
+    written to `output_path` (the evaluation artifact)."""
+    if not len(lists.labels):
+      return {}
+    orders = list(lists.orders)
+    with self._make_beam_pipeline() as pipeline:
+      tfma_lists.evaluate(pipeline, list(tfma_lists.examples(
+          lists.orders, lists.labels, lists.history_lengths)), orders, output_path)
+    slices = tfma_lists.load(output_path, orders)
+    for name, count in tfma_lists.queries_by_slice(lists.history_lengths).items():
+      slices.setdefault(name, {})["eval_ratings"] = count
+    return slices
