@@ -32,7 +32,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.retrieval_quality --variants $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
 	$(VENV)/bin/python -m bench.retrieval_quality --split random $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
-	$(VENV)/bin/python -m bench.ranking_quality --ablation $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
+	$(VENV)/bin/python -m bench.ranking_quality $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
 	$(VENV)/bin/python -m bench.index_scale
 	$(VENV)/bin/python -m bench.serving_stages
 	$(VENV)/bin/python -m bench.serving_latency --soak-minutes 10 --workers 2

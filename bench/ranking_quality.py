@@ -1,11 +1,18 @@
-"""Does a second stage make the top 10 better than retrieval alone? (next-item protocol)
+"""Does the second stage make the top 10 better than retrieval alone? (next-item protocol)
 
 Runs the pipeline (default configuration: split `last`) on $MOVIELENS_DATA_DIR (or
---data-dir), then, for every eval rating, retrieves the 100 best movies (the query sees
-only earlier ratings; the movies the user had rated by then removed) and compares on the
-same rows:
+--data-dir), then runs the TwoStageEvaluator's executor (this checkout's code, not a
+cached result) on the run's models and eval rows: each eval rating's 100 retrieved
+movies (the query sees only earlier ratings; the movies the user had rated by then
+removed), ordered as retrieved, by the sequence scorer alone and by ranking score (what
+serving orders by). Prints HR@10, NDCG@10 and Recall@10 of each order on the same rows
+(TFMA's figures, each eval rating a query), the ranking score's ratio to retrieval order
+with its 95% paired-bootstrap interval, the same by the user's history length, the
+scorer's training, and the rating model's RMSE (TFX Evaluator).
 
-  retrieval order        the pushed two-tower model's own ranking
+--rerankers adds session 26's study (BENCHMARKS.md, "Ranking"), the models it tried
+before the sequence scorer:
+
   predicted rating       the same 100 ordered by the pushed ranking model (a regressor)
   re-ranker              a list-wise model (softmax over the 100) on causal context
                          features (bench/rerank_features.py) and the retrieval score and
@@ -15,12 +22,12 @@ same rows:
                          trained here on the run's Transform output, and the re-ranker is
                          compared with its own retrieval order.
 
-Also prints how strongly each feature separates the next movie from the other candidates
+and prints how strongly each feature separates the next movie from the other candidates
 on the training lists and on the eval lists (a shift between the two is what a re-ranker
 cannot learn around), and with --ablation the re-ranker without each feature.
 
   .venv/bin/python -m bench.ranking_quality [--data-dir DIR] [--split last|random]
-      [--holdout 5] [--ablation]
+      [--rerankers [--holdout 5] [--ablation]]
 """
 
 import argparse
@@ -175,6 +182,69 @@ def separation(x, y):
   return (positive.mean(0) - other.mean(0)) / (other.std(0) + 1e-9)
 
 
+def two_stage_report(run) -> None:
+  """Prints the TwoStageEvaluator's figures of this checkout's code on the run's models."""
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components.two_stage_evaluator import evaluate  # pylint: disable=g-import-not-at-top
+  from components.two_stage_evaluator import executor as two_stage  # pylint: disable=g-import-not-at-top
+  from components.two_stage_evaluator import tfma_lists  # pylint: disable=g-import-not-at-top
+
+  def artifact(node, key, artifact_class):
+    value = artifact_class()
+    value.set_mlmd_artifact(run.output(node, key))
+    return value
+
+  started = time.monotonic()
+  with tempfile.TemporaryDirectory() as out:
+    evaluation = standard_artifacts.ModelEvaluation()
+    blessing = standard_artifacts.ModelBlessing()
+    evaluation.uri, blessing.uri = os.path.join(out, "evaluation"), os.path.join(out, "b")
+    two_stage.Executor().Do(
+        {two_stage.RETRIEVAL_MODEL_KEY: [artifact("RetrievalTrainer", "model",
+                                                  standard_artifacts.Model)],
+         two_stage.RANKING_MODEL_KEY: [artifact("RankingTrainer", "model",
+                                                standard_artifacts.Model)],
+         two_stage.EXAMPLES_KEY: [artifact("MovieLensExampleGen", "examples",
+                                           standard_artifacts.Examples)],
+         two_stage.CANDIDATES_KEY: [artifact("MovieLensExampleGen", "candidates",
+                                             standard_artifacts.Examples)]},
+        {two_stage.EVALUATION_KEY: [evaluation], two_stage.BLESSING_KEY: [blessing]},
+        {two_stage.LIST_SIZE_KEY: N_RETRIEVED})
+    with open(os.path.join(evaluation.uri, two_stage.METRICS_FILE)) as f:
+      report = json.load(f)
+  seconds = time.monotonic() - started
+  m = report["metrics"]
+  print(f"{m['eval_ratings']:,} eval ratings, each with its {m['candidates']} retrieved "
+        f"movies (the movies rated by then removed; a list without the next movie is a "
+        f"miss: {1 - m['candidate_recall']:.1%} of them). HR@10 and NDCG@10 by TFMA, each "
+        f"eval rating a query; Recall@10 = HR@10 (one relevant movie a list).\n")
+  orders = [("as retrieved (retrieval only)", evaluate.RETRIEVAL_ORDER),
+            ("sequence scorer alone", evaluate.SCORER_ONLY),
+            ("ranking score (served)", evaluate.TWO_STAGE)]
+  print(f"{'order':<32}{'HR@10':>8}{'NDCG@10':>9}{'Recall@10':>10}   x retrieval, 95%")
+  for name, order in orders:
+    ratio = ""
+    if order == evaluate.TWO_STAGE:
+      ratio = "   " + "  ".join(
+          f"{metric[:-6].upper()} {m[f'two_stage_{metric}_ratio']:.3f} "
+          f"({m[f'two_stage_{metric}_ratio_low']:.3f}-{m[f'two_stage_{metric}_ratio_high']:.3f})"
+          for metric in evaluate.METRICS if f"two_stage_{metric}_ratio_low" in m)
+    print(f"{name:<32}{m[f'{order}_hr_at_10']:>8.4f}{m[f'{order}_ndcg_at_10']:>9.4f}"
+          f"{m[f'{order}_hr_at_10']:>10.4f}{ratio}")
+  print(f"\nby the movies the user had rated before (HR@10 / NDCG@10):\n"
+        f"{'history':<10}{'ratings':>8}{'as retrieved':>18}{'scorer alone':>18}"
+        f"{'ranking score':>18}")
+  for low, bucket in tfma_lists.HISTORY_BUCKETS:
+    del low
+    figures = report["slices"].get(tfma_lists.slice_name(bucket))
+    if figures:
+      print(f"{bucket:<10}{figures['eval_ratings']:>8}" + "".join(
+          f"{figures.get(f'{o}_hr_at_10', 0):>9.4f}{figures.get(f'{o}_ndcg_at_10', 0):>9.4f}"
+          for _, o in orders))
+  print(f"\nblessed as serving's default order: {report['blessed']} "
+        f"({'; '.join(report['reasons'])}); evaluation {seconds:.0f} s")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,25 +252,46 @@ def main(argv=None) -> int:
   parser.add_argument("--output-dir", help="default: outputs/bench (split last), "
                       "outputs/bench-SPLIT otherwise")
   parser.add_argument("--split", help="the pipeline's split (default: its default, last)")
+  parser.add_argument("--rerankers", action="store_true",
+                      help="also session 26's re-rankers and the rating regressor's order")
   parser.add_argument("--holdout", type=int, default=5,
                       help="newest training ratings per user the re-ranker learns from")
   parser.add_argument("--ablation", action="store_true", help="re-ranker without each feature")
   args = parser.parse_args(argv)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components import examples_io  # pylint: disable=g-import-not-at-top
-  from modules import features as F  # pylint: disable=g-import-not-at-top
-  from modules import ranking_holdout, ranking_trainer, retrieval_export  # pylint: disable=g-import-not-at-top
+  from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
   from pipeline import ranking_eval_config  # pylint: disable=g-import-not-at-top
-  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
 
   output_dir = args.output_dir or (pipeline_run.DEFAULT_OUTPUT_DIR if args.split in (None, "last")
                                    else f"{pipeline_run.DEFAULT_OUTPUT_DIR}-{args.split}")
   config, run = pipeline_run.run(args.data_dir, output_dir,
                                  **({"split_method": args.split} if args.split else {}))
+  print(f"{config.data_dir}, split {config.split_method}")
+  two_stage_report(run)
+  if args.rerankers:
+    reranker_study(run, args)
   overall = ranking_eval_config.load_metrics(run.output("RankingEvaluator", "evaluation").uri)[""]
   ranking_uri = run.output("RankingTrainer", "model").uri
   with open(os.path.join(ranking_uri, "Format-Serving", ranking_trainer.TRAINING_FILE)) as f:
     training = json.load(f)
+  scorer = training.get("sequence_scorer") or {}
+  if "train_seconds" in scorer:
+    print(f"\nsequence scorer: {scorer['train_queries']:,} training queries, best epoch "
+          f"{scorer['best_epoch']} of {scorer['epochs_run']} (by validation on each user's "
+          f"newest training rating), {scorer['train_seconds']:.0f} s")
+  print(f"\nranking model (rating regressor): eval RMSE {overall[ranking_eval_config.RMSE]:.4f}, "
+        f"MAE {overall[ranking_eval_config.MAE]:.4f} on {overall['example_count']:,.0f} "
+        f"ratings (TFX Evaluator); training {training['train_seconds']:.1f} s, "
+        f"{training['examples_per_second']:,.0f} examples/s")
+  return 0
+
+
+def reranker_study(run, args) -> None:
+  """Session 26's re-rankers and the rating regressor's order (BENCHMARKS.md, "Ranking")."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components import examples_io  # pylint: disable=g-import-not-at-top
+  from modules import features as F  # pylint: disable=g-import-not-at-top
+  from modules import ranking_holdout, ranking_trainer, retrieval_export  # pylint: disable=g-import-not-at-top
+  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
   loaded = RunRows.load(run)
   examples, train, data = loaded.examples, loaded.train, loaded.data
   rows = np.arange(len(data.eval_items))
@@ -262,9 +353,9 @@ def main(argv=None) -> int:
         train_x, train_y, x["eval"], every, hidden)), y["eval"])))
   seconds = time.monotonic() - started
 
-  print(f"{config.data_dir}, split {config.split_method}: {len(rows):,} eval ratings, top "
-        f"{K} of the {N_RETRIEVED} retrieved (movies rated by then removed; a list without "
-        "the next movie is a miss)\n")
+  print(f"\nsession 26's second stages: {len(rows):,} eval ratings, top {K} of the "
+        f"{N_RETRIEVED} retrieved (movies rated by then removed; a list without the next "
+        "movie is a miss)\n")
   print(f"{'order':<44}{'HR@10':>9}{'NDCG@10':>9}")
   for name, (hit_rate, ndcg) in results:
     print(f"{name:<44}{hit_rate:>9.4f}{ndcg:>9.4f}")
@@ -284,11 +375,6 @@ def main(argv=None) -> int:
       hit_rate, ndcg = top_k_rates(order(fit_reranker(
           train_x, train_y, x["eval"], [c for c in every if c != column])), y["eval"])
       print(f"{rf.FEATURES[column]:<24}{hit_rate:>9.4f}{ndcg:>9.4f}")
-  print(f"\nranking model (rating regressor): eval RMSE {overall[ranking_eval_config.RMSE]:.4f}, "
-        f"MAE {overall[ranking_eval_config.MAE]:.4f} on {overall['example_count']:,.0f} "
-        f"ratings (TFX Evaluator); training {training['train_seconds']:.1f} s, "
-        f"{training['examples_per_second']:,.0f} examples/s")
-  return 0
 
 
 if __name__ == "__main__":

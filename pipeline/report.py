@@ -226,6 +226,7 @@ def _two_stage_section(run) -> str:
   metrics = result["metrics"]
   rows = [{"metric": name,
            "retrieval order": metrics.get(f"retrieval_order_{name}"),
+           "scorer alone": metrics.get(f"sequence_scorer_{name}"),
            "two-stage": metrics.get(f"two_stage_{name}"),
            "ratio": metrics.get(f"two_stage_{name}_ratio"),
            "95% interval": (f"{metrics[f'two_stage_{name}_ratio_low']:.3f}-"
@@ -243,10 +244,12 @@ def _two_stage_section(run) -> str:
           f"{_e('; '.join(result['reasons']))}</p>"
           f"<p class=muted>each eval rating's {_fmt(metrics.get('candidates'))} retrieved "
           "candidates (the movies rated by then removed), as retrieved and as ordered by "
-          "ranking score (the sequence scorer blended with the retrieval score); HR@10 and "
+          "ranking score (the sequence scorer blended with the retrieval score; the scorer "
+          "alone is shown, not gated); HR@10 and "
           "NDCG@10 by TFMA, each eval rating a query; the interval is a paired bootstrap "
           "over the eval ratings.</p>" +
-          _table(rows, ["metric", "retrieval order", "two-stage", "ratio", "95% interval"]) +
+          _table(rows, ["metric", "retrieval order", "scorer alone", "two-stage", "ratio",
+                        "95% interval"]) +
           (_table(by_history, list(by_history[0])) if by_history else ""))
 
 

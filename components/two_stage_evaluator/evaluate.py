@@ -2,11 +2,13 @@
 
 For every eval rating, the retrieval towers' N best movies (scored exactly over the
 whole catalogue, the user's movies rated by then left out as the RetrievalEvaluator
-leaves them out) form its candidate list; the list is ordered twice:
+leaves them out) form its candidate list, ordered:
 
   retrieval_order  the first stage alone (the list as retrieved)
   two_stage        by ranking score: the sequence scorer's score blended with the
                    retrieval score (modules/sequence_scorer.blend), as serving orders it
+  sequence_scorer  by the scorer's score alone (reported, not gated: what each half of
+                   the blend brings)
   baseline_two_stage  the same with the last blessed ranker's scorer, when given
 
 and each order's HR@10 and NDCG@10 is the eval rating's movie's place in it (a list
@@ -27,6 +29,7 @@ K = 10
 METRICS = ("hr_at_10", "ndcg_at_10")
 RETRIEVAL_ORDER, TWO_STAGE, BASELINE_TWO_STAGE = "retrieval_order", "two_stage", \
     "baseline_two_stage"
+SCORER_ONLY = "sequence_scorer"  # the scorer's score alone: what the blend adds to it
 _CHUNK = 1024
 _RESAMPLES = 1000
 
@@ -109,15 +112,22 @@ def ordered_lists(model_pair, scorer: sequence_scorer.LoadedScorer, data: EvalSe
   def ranking_order(with_scorer):
     scores, known = scorer_scores(with_scorer, data, candidates)
     return np.argsort(-sequence_scorer.blend(scores, retrieval, known), axis=1,
-                      kind="stable"), known
+                      kind="stable"), scores, known
 
   orders = {RETRIEVAL_ORDER: np.broadcast_to(np.arange(candidates.shape[1]), candidates.shape)}
-  orders[TWO_STAGE], known = ranking_order(scorer)
+  orders[TWO_STAGE], scores, known = ranking_order(scorer)
+  orders[SCORER_ONLY] = scorer_only_order(scores, known)
   if baseline is not None:
     orders[BASELINE_TWO_STAGE] = ranking_order(baseline)[0]
   history = np.array([len(seen) for seen in data.seen_before(np.arange(len(candidates)))],
                      np.int64)
   return OrderedLists(candidates == data.eval_items[:, None], orders, history, known)
+
+
+def scorer_only_order(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
+  """The list by the sequence scorer's score alone; candidates it does not know last, as
+  retrieved."""
+  return np.argsort(-np.where(known, scores, -np.inf), axis=1, kind="stable")
 
 
 def summary(lists: OrderedLists, overall: Dict[str, float]) -> Dict[str, float]:
