@@ -27,7 +27,7 @@ it) and scored on every later rating of a user with an earlier one, its history 
 user's ratings before it, as the service would have them.
 
   .venv/bin/python -u -m bench.sequence_scorer_study [--data-dir DIR] [--seeds 0 1]
-      [--max-epochs 40] [--time-cut 0.8]
+      [--max-epochs 40] [--time-cut 0.8] [--ranking sequence_length=10 ...]
 """
 
 import argparse
@@ -58,6 +58,9 @@ def main(argv=None) -> int:
   parser.add_argument("--data-dir")
   parser.add_argument("--max-epochs", type=int, help="default: RankingHParams'")
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+  parser.add_argument("--ranking", action="append", metavar="NAME=VALUE",
+                      help="a RankingHParams override for the scorer (an ablation), "
+                      "e.g. sequence_length=10; repeatable")
   parser.add_argument("--time-cut", type=float, default=0.0,
                       help="the live-system protocol instead: retrieval and the scorer "
                       "trained on the ratings before the time at this quantile of the "
@@ -95,6 +98,7 @@ def main(argv=None) -> int:
   import dataclasses  # pylint: disable=g-import-not-at-top
   from modules import sequence_scorer, sequence_trainer  # pylint: disable=g-import-not-at-top
   from modules.hparams import RankingHParams  # pylint: disable=g-import-not-at-top
+  from movrec import paths  # pylint: disable=g-import-not-at-top
   num_movies = len(data.catalogue_ids)
   known = np.flatnonzero(loaded.keep)  # every training rating of a catalogue movie
   eval_queries = sequence_trainer.RatingLog(
@@ -107,10 +111,11 @@ def main(argv=None) -> int:
   print(f"{config.data_dir}, {protocol}; retrieval order HR@10 {base[0]:.4f}, NDCG@10 "
         f"{base[1]:.4f}\n")
   for seed in args.seeds:
-    hparams = dataclasses.replace(RankingHParams(), seed=seed)
+    hparams = RankingHParams.from_dict({**paths.key_values(args.ranking, "--ranking"),
+                                        "seed": seed})
     if args.max_epochs:
       hparams = dataclasses.replace(hparams, sequence_max_epochs=args.max_epochs)
-    print(f"seed {seed}")
+    print(f"seed {seed}" + "".join(f", {pair}" for pair in args.ranking or []))
     print(f"{'epoch':>5}" + "".join(f"{name:>28}" for name in ("alone", "z-blend")))
     scores_by_epoch = {}
 
