@@ -96,7 +96,8 @@ def paired_ratio_interval(new: np.ndarray, old: np.ndarray, draws: int = _RESAMP
 
 @dataclasses.dataclass
 class OrderedLists:
-  """The eval rows' candidate lists and each order of them (ORDERS' names)."""
+  """The eval rows' candidate lists and each order of them (RETRIEVAL_ORDER, TWO_STAGE,
+  SCORER_ONLY and, given a baseline ranker, BASELINE_TWO_STAGE)."""
   labels: np.ndarray  # [rows, n]: True at the movie rated next
   orders: Dict[str, np.ndarray]  # name -> [rows, n] column indices, best first
   history_lengths: np.ndarray  # per row: the user's training ratings before it
