@@ -41,14 +41,12 @@ def exit_skipping_finalization(code: int) -> None:
   os._exit(code)  # pylint: disable=protected-access
 
 
-def tfx_artifact(run, node: str, key: str):
-  """The run's output as a tfx Artifact (uri and split names), for the project's readers."""
+def tfx_artifact(run, node: str, key: str, artifact_class=None):
+  """The run's output as a tfx Artifact (its MLMD record: id, uri, split names), for the
+  project's readers and executors; artifact_class: default standard_artifacts.Examples."""
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  proto = run.output(node, key)
-  artifact = standard_artifacts.Examples()
-  artifact.uri = proto.uri
-  if "split_names" in proto.properties:
-    artifact.split_names = proto.properties["split_names"].string_value
+  artifact = (artifact_class or standard_artifacts.Examples)()
+  artifact.set_mlmd_artifact(run.output(node, key))
   return artifact
 
 

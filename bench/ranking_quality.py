@@ -189,11 +189,7 @@ def two_stage_report(run) -> None:
   from components.two_stage_evaluator import executor as two_stage  # pylint: disable=g-import-not-at-top
   from components.two_stage_evaluator import tfma_lists  # pylint: disable=g-import-not-at-top
 
-  def artifact(node, key, artifact_class):
-    value = artifact_class()
-    value.set_mlmd_artifact(run.output(node, key))
-    return value
-
+  artifact = lambda node, key, cls: pipeline_run.tfx_artifact(run, node, key, cls)
   started = time.monotonic()
   with tempfile.TemporaryDirectory() as out:
     evaluation = standard_artifacts.ModelEvaluation()
