@@ -1,13 +1,17 @@
-"""Runs a compiled pipeline spec on this machine, task by task, as KFP v2 would.
+"""Runs a compiled pipeline spec on this machine, as KFP v2 would.
 
 Each container task runs the exact command line of the spec (TFX's
 `kubeflow_v2_run_executor`, as in the image) with the ExecutorInput the KFP v2 driver
 builds: typed parameters (pipeline parameters applied), input artifacts from the
 producers' ExecutorOutput, output artifacts under `<pipeline root>/<run id>/<task>/`.
 Resolver tasks are answered from the metadata store the run records into
-(`kfp_store`). Tasks run one at a time in dependency order; caching is not emulated.
+(`kfp_store`). As on a cluster, every task whose upstream tasks are done runs at once (up
+to `parallel` containers), so a dependency the spec forgets shows as a task that starts
+too early; caching is not emulated. After a failure no new task starts, the running ones
+finish and are recorded, and the first failure is raised.
 """
 
+import concurrent.futures
 import dataclasses
 import datetime
 import json
@@ -15,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, TextIO
+from typing import Dict, List, Optional, TextIO, Tuple
 
 import schemas
 from kubeflow import compiled_spec
@@ -51,7 +55,9 @@ class CompiledRun:
 
 def run_compiled(spec_path: str, store, overrides: Optional[Dict[str, str]] = None,
                  pipeline_root: Optional[str] = None, out: TextIO = sys.stdout,
-                 python: str = sys.executable) -> CompiledRun:
+                 python: str = sys.executable, parallel: int = 0) -> CompiledRun:
+  """Runs every task of the spec; `parallel` containers at most at once (0: one per core).
+  Resolvers and the store's records run in this thread; containers in worker threads."""
   spec = compiled_spec.load(spec_path)
   parameters = compiled_spec.pipeline_parameters(spec, overrides)
   name = compiled_spec.pipeline_name(spec)
@@ -59,28 +65,61 @@ def run_compiled(spec_path: str, store, overrides: Optional[Dict[str, str]] = No
   run_root = os.path.join(pipeline_root or spec["runtimeConfig"]["gcsOutputDirectory"], run_id)
   records = KfpStore(store, name, run_id)
   tasks = compiled_spec.tasks_in_order(spec)
+  limit = parallel or os.cpu_count() or 1
   reporter = ProgressReporter(len(tasks), out)
-  reporter.line(f"run {run_id}: {len(tasks)} tasks, outputs under {run_root}")
+  reporter.line(f"run {run_id}: {len(tasks)} tasks, outputs under {run_root}, up to "
+                f"{limit} at once")
   produced: Dict[str, Dict[str, List[Dict]]] = {}
-  for task in tasks:
-    inputs = _input_artifacts(task, produced)
-    started = time.monotonic()
-    try:
-      if task.kind == "resolver":
-        outputs = _resolve(task, inputs, records)
-      elif task.kind == "container":
-        outputs = _launch(task, inputs, compiled_spec.task_parameters(task, parameters),
-                          os.path.join(run_root, task.name), python, reporter)
-      else:
-        raise CompiledSpecError(f"task {task.name}: {task.kind} tasks are not supported")
-    except Exception:
-      records.record(task.name, inputs, {}, "FAILED")
-      raise
+  waiting = list(tasks)  # dependency order: ready tasks start in it
+  running: Dict[concurrent.futures.Future, Tuple[Task, Dict, float]] = {}
+  failure: Optional[BaseException] = None
+
+  def finish(task: Task, inputs, outputs, started: float) -> None:
     records.record(task.name, inputs, outputs, "COMPLETE")
     produced[task.name] = outputs
     state = "found" if task.kind == "resolver" and any(outputs.values()) else (
         "none" if task.kind == "resolver" else "done")
     reporter.report(task.name, state, time.monotonic() - started)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=limit) as pool:
+    while waiting or running:
+      ready = [t for t in waiting if set(t.depends_on) <= set(produced)]
+      for task in ready if failure is None else []:
+        if task.kind == "container" and len(running) >= limit:
+          continue
+        waiting.remove(task)
+        inputs, started = _input_artifacts(task, produced), time.monotonic()
+        try:
+          if task.kind == "container":
+            running[pool.submit(_launch, task, inputs,
+                                compiled_spec.task_parameters(task, parameters),
+                                os.path.join(run_root, task.name), python, reporter)] = (
+                                    task, inputs, started)
+            continue
+          if task.kind != "resolver":
+            raise CompiledSpecError(f"task {task.name}: {task.kind} tasks are not supported")
+          outputs = _resolve(task, inputs, records)
+        except Exception as e:  # pylint: disable=broad-except
+          records.record(task.name, inputs, {}, "FAILED")
+          failure = failure or e
+          break
+        finish(task, inputs, outputs, started)
+      if not running:
+        if failure is not None or not waiting:
+          break
+        continue  # resolvers made more tasks ready (a DAG: tasks_in_order checked it)
+      done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+      for future in done:
+        task, inputs, started = running.pop(future)
+        try:
+          outputs = future.result()
+        except Exception as e:  # pylint: disable=broad-except
+          records.record(task.name, inputs, {}, "FAILED")
+          failure = failure or e
+          continue
+        finish(task, inputs, outputs, started)
+  if failure is not None:
+    raise failure
   return CompiledRun(run_id, run_root, produced)
 
 

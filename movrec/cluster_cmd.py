@@ -87,7 +87,8 @@ def cmd_run_compiled(args) -> int:
                 if args.connection_config else metadata_store.sqlite_config(metadata_path))
   with metadata_store.exclusive(connection):
     store = metadata_store.open_store(connection)
-    return _report(local_launcher.run_compiled(args.compiled, store, overrides, root))
+    return _report(local_launcher.run_compiled(args.compiled, store, overrides, root,
+                                               parallel=args.parallel))
 
 
 def _report(run) -> int:
@@ -141,7 +142,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--output-dir", default=None)
 
   local = sub.add_parser("run-compiled", help="run a compiled pipeline spec on this machine, "
-                         "task by task, with the container command lines it names")
+                         "with the container command lines it names")
   local.add_argument("compiled", help="the JSON `movrec compile` wrote")
   local.add_argument("--data-dir", help="value of the data_dir runtime parameter")
   local.add_argument("--param", action="append", metavar="NAME=VALUE",
@@ -151,6 +152,9 @@ def add_parsers(sub) -> None:
                      "query (default: metadata.db in the pipeline root)")
   local.add_argument("--connection-config", help="a text-format ml_metadata "
                      "ConnectionConfig (e.g. MySQL) instead of --metadata")
+  local.add_argument("--parallel", type=int, default=0, metavar="N",
+                     help="containers at once, of the tasks whose inputs are ready "
+                     "(default: one per core; 1: one task at a time)")
   local.set_defaults(func=cmd_run_compiled)
 
   submit = sub.add_parser("submit", help="run the compiled pipeline once on a cluster")
