@@ -157,7 +157,7 @@ class _Export(tf.Module):
         self.vocabulary, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
         tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
 
-  @tf.function(input_signature=[
+  @tf.function(autograph=False, input_signature=[
       tf.TensorSpec([None, None], tf.string, name=F.USER_HISTORY),
       tf.TensorSpec([None, None], tf.int64, name=F.USER_HISTORY_TIMESTAMPS),
       tf.TensorSpec([None], tf.int64, name=F.TIMESTAMP),
@@ -183,7 +183,7 @@ def export_core(scorer: SequenceScorer, path: str) -> None:
   """The scorer on dense inputs (CORE_INPUTS) alone: what converts to TensorFlow Lite."""
   history, gaps, candidates = CORE_INPUTS
 
-  @tf.function(input_signature=[
+  @tf.function(autograph=False, input_signature=[
       tf.TensorSpec([None, scorer.length], tf.int32, name=history),
       tf.TensorSpec([None, scorer.length], tf.float32, name=gaps),
       tf.TensorSpec([None, None], tf.int32, name=candidates)])

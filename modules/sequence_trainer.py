@@ -132,9 +132,12 @@ def train(users: np.ndarray, movies: np.ndarray, seconds: np.ndarray, num_movies
   model = sequence_scorer.SequenceScorer(num_movies, hparams)
   optimizer = tf.keras.optimizers.Adam(hparams.sequence_learning_rate)
   length, spec = hparams.sequence_length, tf.TensorSpec
+  # No AutoGraph: nothing here branches on a tensor, and converting every Keras layer's
+  # code took about 15 of the first step's 20 s.
 
-  @tf.function(input_signature=[spec([None, length], tf.int32), spec([None, length], tf.float32),
-                                spec([None], tf.int32), spec([None, 2], tf.int32)])
+  @tf.function(autograph=False, input_signature=[
+      spec([None, length], tf.int32), spec([None, length], tf.float32),
+      spec([None], tf.int32), spec([None, 2], tf.int32)])
   def step(history, gaps, targets, left_out):
     with tf.GradientTape() as tape:
       logits = model((history, gaps), training=True)
@@ -145,7 +148,8 @@ def train(users: np.ndarray, movies: np.ndarray, seconds: np.ndarray, num_movies
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return loss
 
-  @tf.function(input_signature=[spec([None, length], tf.int32), spec([None, length], tf.float32)])
+  @tf.function(autograph=False, input_signature=[spec([None, length], tf.int32),
+                                                 spec([None, length], tf.float32)])
   def logits_of(history, gaps):
     return model((history, gaps), training=False)
 
