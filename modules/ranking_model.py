@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from modules import features as F
+from modules.keras_steps import StepsWithoutAutoGraph
 from modules import warm_start
 from modules.hparams import RankingHParams, make_optimizer
 
@@ -176,7 +177,7 @@ class RankingEnsemble(tf.keras.Model):
     return tf.add_n([m(inputs, training=training) for m in self.members]) / len(self.members)
 
 
-class RankingModel(tf.keras.Model):
+class RankingModel(StepsWithoutAutoGraph, tf.keras.Model):
   """Transform's output → rating: `core_inputs` then RankingCore (trained end to end)."""
 
   def __init__(self, core: RankingCore, num_genres: int, **kwargs):
@@ -208,7 +209,7 @@ def ensemble(models: Sequence["RankingModel"], hparams: RankingHParams) -> "Rank
                                     models[0].num_genres), hparams)
 
 
-class JointMembers(tf.keras.Model):
+class JointMembers(StepsWithoutAutoGraph, tf.keras.Model):
   """Training-time wrapper: every member's prediction side by side ([n, members]), so
   that one pass over the data trains all of them. The loss is the sum of the members'
   MSEs, so each member gets exactly the gradient it would get trained alone (and its own

@@ -34,6 +34,7 @@ from modules import rating_windows
 from modules import user_history
 from modules import warm_start
 from modules.hparams import RetrievalHParams, make_optimizer
+from modules.keras_steps import StepsWithoutAutoGraph
 
 _xf = F.transformed_name
 
@@ -316,7 +317,7 @@ def candidate_tower(sizes: Mapping[str, int], hparams: RetrievalHParams,
                name="candidate_tower")
 
 
-class RetrievalModel(tfrs.Model):
+class RetrievalModel(StepsWithoutAutoGraph, tfrs.Model):
   """Both towers and the in-batch softmax retrieval loss."""
 
   def __init__(self, query: Tower, candidate: Tower, hparams: RetrievalHParams,
