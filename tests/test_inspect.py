@@ -10,6 +10,8 @@ import pytest
 from movrec import main as cli
 from pipeline import run_summary
 
+pytestmark = pytest.mark.e2e  # reads the stores of real pipeline runs (`inspected`)
+
 
 @pytest.fixture(scope="module", params=["sqlite", "mysql"])
 def inspected(request):
