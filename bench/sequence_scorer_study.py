@@ -31,8 +31,10 @@ user's ratings before it, as the service would have them.
 """
 
 import argparse
+import dataclasses
 import os
 import tempfile
+from typing import Any, Dict
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -52,6 +54,105 @@ def list_scores(scorer, queries, lists: np.ndarray, length: int) -> np.ndarray:
   return np.concatenate(out)
 
 
+@dataclasses.dataclass
+class Lists:
+  """The rows a study scores: each query's 100 retrieved candidates, as ranking_quality
+  lists them, and what the scorer trains on."""
+  config: Any
+  loaded: Any  # rq.RunRows of the run
+  fit: np.ndarray  # the training rows the scorer trains on
+  query: tuple  # (serialized, users, items, seconds) of the scored ratings
+  top: np.ndarray  # [rows, N] candidates (catalogue indices), retrieval order
+  retrieval_scores: np.ndarray  # [rows, N]
+  labels: np.ndarray  # [rows, N] 1 at the next movie
+  protocol: str
+  groups: Dict[str, np.ndarray]  # reported subsets of the rows
+
+  @property
+  def num_movies(self) -> int:
+    return len(self.loaded.data.catalogue_ids)
+
+  def eval_queries(self):
+    """The scored ratings as sequence_trainer Queries over every training rating."""
+    from modules import sequence_trainer  # pylint: disable=g-import-not-at-top
+    loaded, known = self.loaded, np.flatnonzero(self.loaded.keep)
+    return sequence_trainer.RatingLog(loaded.users[known], loaded.items[known],
+                                      loaded.seconds[known], self.num_movies).queries(
+                                          *self.query[1:])
+
+
+def load_lists(data_dir, time_cut: float) -> Lists:
+  """The bench run's lists on split `last`, or (time_cut) on the time cut, retrieval
+  retrained on the ratings before it."""
+  from components import examples_io  # pylint: disable=g-import-not-at-top
+  from modules import features as F  # pylint: disable=g-import-not-at-top
+  from modules import retrieval_export, retrieval_model  # pylint: disable=g-import-not-at-top
+  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
+
+  config, run = pipeline_run.run(data_dir)
+  loaded = rq.RunRows.load(run)
+  data = loaded.data
+  with tempfile.TemporaryDirectory() as variant_dir:
+    if time_cut:
+      cut, fit, after = loaded.time_cut(time_cut)
+      pipeline_run.train_retrieval(run, {}, variant_dir, keep=lambda ids: ids[
+          retrieval_model.QUERY_SECONDS_FEATURE] < cut)
+      pair = retrieval_export.RetrievalModelPair(variant_dir)
+      serialized = examples_io.read_serialized(loaded.examples, F.TRAIN_SPLIT)
+      query = ([serialized[r] for r in after], loaded.users[after], loaded.items[after],
+               loaded.seconds[after])
+      protocol = (f"time cut at quantile {time_cut} ({cut}): {len(fit):,} ratings "
+                  f"before it, {len(after):,} later ratings scored")
+      known = np.isin(loaded.users[after], loaded.users[fit])
+      groups = {"users who rated before the cut": known, "users new after it": ~known}
+    else:
+      fit = np.flatnonzero(loaded.keep)
+      pair = retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(
+          run.output("RetrievalTrainer", "model").uri))
+      query = (data.eval_serialized, data.eval_users, data.eval_items, data.eval_seconds)
+      protocol = f"split {config.split_method}: {len(query[1]):,} eval ratings"
+      groups = {}
+    top, retrieval_scores, _, labels, _ = rq.retrieve(pair, data, *query)
+  return Lists(config, loaded, fit, query, top, retrieval_scores, labels, protocol, groups)
+
+
+def by_score(scores: np.ndarray) -> np.ndarray:
+  return np.argsort(-scores, axis=1, kind="stable")
+
+
+def report(lists: Lists, scores_by_epoch: Dict[int, np.ndarray], best: int,
+           label: str) -> None:
+  """The best epoch's scorer-alone and z-blend orders / retrieval order, with 95%
+  paired-bootstrap intervals (overall and by group)."""
+  from modules import sequence_scorer  # pylint: disable=g-import-not-at-top
+  by_retrieval = np.broadcast_to(np.arange(rq.N_RETRIEVED), lists.labels.shape)
+  scores = scores_by_epoch[best]
+  for name, ordered in (("alone", scores),
+                        ("z-blend", sequence_scorer.blend(scores, lists.retrieval_scores))):
+    for metric, new, old in zip(("HR@10", "NDCG@10"),
+                                rq.row_rates(by_score(ordered), lists.labels),
+                                rq.row_rates(by_retrieval, lists.labels)):
+      print(f"  {label}epoch {best}, {name} / retrieval order, {metric}: "
+            f"{rq.ratio_cell(new, old)} (95% paired bootstrap)" + "".join(
+                f"; {group} ({int(rows.sum()):,}) {rq.ratio_cell(new[rows], old[rows])}"
+                for group, rows in lists.groups.items()))
+
+
+def epoch_line(lists: Lists, epoch: int, scores: np.ndarray, base) -> str:
+  """An epoch's scorer-alone and z-blend HR@10 / NDCG@10 (× retrieval order)."""
+  from modules import sequence_scorer  # pylint: disable=g-import-not-at-top
+  cells = [rq.top_k_rates(by_score(scores), lists.labels),
+           rq.top_k_rates(by_score(sequence_scorer.blend(scores, lists.retrieval_scores)),
+                          lists.labels)]
+  return f"{epoch:>5}" + "".join(
+      f"{hr:>8.4f}{ndcg:>8.4f} ({hr / base[0]:.3f}/{ndcg / base[1]:.3f})" for hr, ndcg in cells)
+
+
+def retrieval_order_rates(lists: Lists):
+  return rq.top_k_rates(np.broadcast_to(np.arange(rq.N_RETRIEVED), lists.labels.shape),
+                        lists.labels)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,50 +167,15 @@ def main(argv=None) -> int:
                       "trained on the ratings before the time at this quantile of the "
                       "training ratings' times, scored on every later rating")
   args = parser.parse_args(argv)
-  from components import examples_io  # pylint: disable=g-import-not-at-top
-  from modules import features as F  # pylint: disable=g-import-not-at-top
-  from modules import retrieval_export, retrieval_model  # pylint: disable=g-import-not-at-top
-  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
-
-  config, run = pipeline_run.run(args.data_dir)
-  loaded = rq.RunRows.load(run)
-  data = loaded.data
-  with tempfile.TemporaryDirectory() as variant_dir:
-    if args.time_cut:
-      cut, fit, after = loaded.time_cut(args.time_cut)
-      pipeline_run.train_retrieval(run, {}, variant_dir, keep=lambda ids: ids[
-          retrieval_model.QUERY_SECONDS_FEATURE] < cut)
-      pair = retrieval_export.RetrievalModelPair(variant_dir)
-      serialized = examples_io.read_serialized(loaded.examples, F.TRAIN_SPLIT)
-      query = ([serialized[r] for r in after], loaded.users[after], loaded.items[after],
-               loaded.seconds[after])
-      protocol = (f"time cut at quantile {args.time_cut} ({cut}): {len(fit):,} ratings "
-                  f"before it, {len(after):,} later ratings scored")
-      known = np.isin(loaded.users[after], loaded.users[fit])
-      groups = {"users who rated before the cut": known, "users new after it": ~known}
-    else:
-      fit = np.flatnonzero(loaded.keep)
-      pair = retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(
-          run.output("RetrievalTrainer", "model").uri))
-      query = (data.eval_serialized, data.eval_users, data.eval_items, data.eval_seconds)
-      protocol = f"split {config.split_method}: {len(query[1]):,} eval ratings"
-      groups = {}
-    top, retrieval_scores, _, labels, _ = rq.retrieve(pair, data, *query)
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from modules import sequence_scorer, sequence_trainer  # pylint: disable=g-import-not-at-top
+  lists = load_lists(args.data_dir, args.time_cut)
+  from modules import sequence_trainer  # pylint: disable=g-import-not-at-top
   from modules.hparams import RankingHParams  # pylint: disable=g-import-not-at-top
   from movrec import paths  # pylint: disable=g-import-not-at-top
-  num_movies = len(data.catalogue_ids)
-  known = np.flatnonzero(loaded.keep)  # every training rating of a catalogue movie
-  eval_queries = sequence_trainer.RatingLog(
-      loaded.users[known], loaded.items[known], loaded.seconds[known], num_movies).queries(
-          *query[1:])
-  by_score = lambda scores: np.argsort(-scores, axis=1, kind="stable")
-  blend = lambda scores: sequence_scorer.blend(scores, retrieval_scores)
-  by_retrieval = np.broadcast_to(np.arange(rq.N_RETRIEVED), labels.shape)
-  base = rq.top_k_rates(by_retrieval, labels)
-  print(f"{config.data_dir}, {protocol}; retrieval order HR@10 {base[0]:.4f}, NDCG@10 "
-        f"{base[1]:.4f}\n")
+  eval_queries = lists.eval_queries()
+  base = retrieval_order_rates(lists)
+  print(f"{lists.config.data_dir}, {lists.protocol}; retrieval order HR@10 {base[0]:.4f}, "
+        f"NDCG@10 {base[1]:.4f}\n")
+  loaded = lists.loaded
   for seed in args.seeds:
     hparams = RankingHParams.from_dict({**paths.key_values(args.ranking, "--ranking"),
                                         "seed": seed})
@@ -120,28 +186,18 @@ def main(argv=None) -> int:
     scores_by_epoch = {}
 
     def after_epoch(epoch, scorer, hparams=hparams, scores_by_epoch=scores_by_epoch):
-      scores = list_scores(scorer, eval_queries, top, hparams.sequence_length)
+      scores = list_scores(scorer, eval_queries, lists.top, hparams.sequence_length)
       scores_by_epoch[epoch] = scores
-      cells = [rq.top_k_rates(by_score(scores), labels),
-               rq.top_k_rates(by_score(blend(scores)), labels)]
-      print(f"{epoch:>5}" + "".join(
-          f"{hr:>8.4f}{ndcg:>8.4f} ({hr / base[0]:.3f}/{ndcg / base[1]:.3f})"
-          for hr, ndcg in cells), flush=True)
+      print(epoch_line(lists, epoch, scores, base), flush=True)
 
     _, summary = sequence_trainer.train(
-        loaded.users[fit], loaded.items[fit], loaded.seconds[fit], num_movies, hparams,
-        progress=lambda line: print(f"  {line}"), on_epoch=after_epoch)
+        loaded.users[lists.fit], loaded.items[lists.fit], loaded.seconds[lists.fit],
+        lists.num_movies, hparams, progress=lambda line: print(f"  {line}"),
+        on_epoch=after_epoch)
     best = summary["best_epoch"]
     print(f"seed {seed}: {summary['train_seconds']:.0f} s for {summary['epochs_run']} "
           f"epochs; the best validation NDCG@10 at epoch {best}")
-    for name, scores in (("alone", scores_by_epoch[best]),
-                         ("z-blend", blend(scores_by_epoch[best]))):
-      for metric, new, old in zip(("HR@10", "NDCG@10"), rq.row_rates(by_score(scores), labels),
-                                  rq.row_rates(by_retrieval, labels)):
-        print(f"  epoch {best}, {name} / retrieval order, {metric}: "
-              f"{rq.ratio_cell(new, old)} (95% paired bootstrap)" + "".join(
-                  f"; {group} ({int(rows.sum()):,}) {rq.ratio_cell(new[rows], old[rows])}"
-                  for group, rows in groups.items()))
+    report(lists, scores_by_epoch, best, "")
   return 0
 
 
