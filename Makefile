@@ -1,7 +1,9 @@
 # `make run`: set up .venv and run the pipeline on MovieLens 100k.
 # `make test`: set up .venv and run the test suite on two pytest-xdist workers, one test
 # file at a time each (a pipeline run keeps about one core busy; a file's tests share its
-# fixtures; session fixtures are built once per worker that needs them).
+# fixtures; session fixtures are built once per worker that needs them), in the order
+# tests/conftest.py collects them: files with pipeline runs first (--no-loadscope-reorder;
+# xdist would otherwise start files with the most tests first, and a long one-test file last).
 # `make bench`: retrieval quality (split last with ablations, and random) vs baselines and
 # ranking on ml-100k (re-ranker ablation), ScaNN at 1.68M candidates, serving latency (each
 # stage, then whole requests), HTTP throughput and a 10-minute soak with a push a minute
@@ -27,7 +29,7 @@ run: $(STAMP)
 	$(VENV)/bin/movrec run $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.retrieval_quality --variants $(if $(MOVIELENS_DATA_DIR),--data-dir $(MOVIELENS_DATA_DIR),)

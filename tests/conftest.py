@@ -115,9 +115,10 @@ PIPELINE_RUN_FIXTURES = {"pushed_run", "mysql_run"}
 
 def pytest_collection_modifyitems(items):
   """Files with whole pipeline runs (an `e2e` mark, or a shared run) first, each file's
-  tests in their order. `make test` hands whole files to two workers, each taking the
-  next file when it is free: started last, a file of several minutes would leave the
-  other worker idle at the end; started first, the short files fill in the gaps."""
+  tests in their order. `make test` hands whole files to two workers in this order
+  (--no-loadscope-reorder), each taking the next file when it is free: started last, a
+  file of several minutes would leave the other worker idle at the end; started first,
+  the short files fill in the gaps."""
   heavy = {item.path for item in items if item.get_closest_marker("e2e")
            or PIPELINE_RUN_FIXTURES & set(item.fixturenames)}
   items.sort(key=lambda item: item.path not in heavy)  # stable: the order otherwise kept
