@@ -73,6 +73,7 @@ def train(lists, hparams, user_dropout, eval_users, on_epoch):
     grads = tape.gradient(loss, model.trainable_variables)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
+  queries = lists.eval_queries()  # the scored ratings' histories: the same every epoch
   rng, started, best = np.random.default_rng(hparams.seed), time.monotonic(), (-1.0, 0)
   batches = lambda n: (np.arange(s, min(s + 512, n)) for s in range(0, n, 512))
   for epoch in range(1, hparams.sequence_max_epochs + 1):
@@ -90,7 +91,6 @@ def train(lists, hparams, user_dropout, eval_users, on_epoch):
           *held_out.histories(rows, length), users[validation][rows], False).numpy(),
           held_out, rows)
       hits, gains = hits + h, gains + g
-    queries = lists.eval_queries()
     scores = np.concatenate([model.candidate_scores(model.user_query(
         *queries.histories(rows, length), eval_users[rows]), lists.top[rows]).numpy()
                              for rows in batches(len(queries))])
