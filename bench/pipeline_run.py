@@ -69,6 +69,17 @@ def train_ranking(run, overrides: dict) -> dict:
   return summary
 
 
+def train_sequence_scorer(run, overrides: dict) -> dict:
+  """Trains the sequence scorer with `overrides` (RankingHParams) on the run's Transform
+  output, as the ranking Trainer does (not exported); returns its training summary."""
+  from modules import ranking_trainer  # pylint: disable=g-import-not-at-top
+  from modules.hparams import RankingHParams  # pylint: disable=g-import-not-at-top
+  train_files, _, tft_output = _transform_output(run)
+  _, summary = ranking_trainer.train_sequence_scorer(train_files, tft_output,
+                                                     RankingHParams.from_dict(overrides))
+  return summary
+
+
 def train_retrieval(run, overrides: dict, serving_dir: str = None, keep=None) -> dict:
   """Trains a retrieval model with `overrides` (RetrievalHParams) on the run's Transform
   output, as its Trainer does (but only on the ratings `keep` accepts, see

@@ -4,7 +4,10 @@ Each variant (RetrievalHParams, or with `--trainer ranking` RankingHParams, over
 trains in a fresh process, one after the other, with `modules.retrieval_trainer.train`
 (or `ranking_trainer.train`) exactly as the pipeline's Trainer calls it (no export);
 prints ratings/s over all epochs, wall seconds, final train / eval loss (ranking: RMSE)
-and the process's peak resident memory. For the 1M figures, first `make bench-scale`, then:
+and the process's peak resident memory. `--trainer sequence` trains the ranking
+Trainer's sequence scorer alone (`ranking_trainer.train_sequence_scorer`, RankingHParams
+overrides) and prints its queries/s, epochs run and kept, and best validation NDCG@10.
+For the 1M figures, first `make bench-scale`, then:
 
   .venv/bin/python -m bench.trainer_throughput --output-dir outputs/bench-scale/run-1m \\
       --variant 'adam:optimizer="adam"' --variant 'lazy_adam:optimizer="lazy_adam"'
@@ -35,6 +38,16 @@ def train_once(output_dir: str, trainer: str, overrides: dict) -> dict:
                              pipeline_name=config_lib.DEFAULT_PIPELINE_NAME)
   run = inspect_store.run_summary.latest_run(
       inspect_store.connect(paths.metadata_path(where)), where.pipeline_name)
+  if trainer == "sequence":
+    summary = pipeline_run.train_sequence_scorer(run, overrides)
+    best = summary["by_epoch"][summary["best_epoch"] - 1]
+    return {"ratings_per_second": summary["queries_per_epoch"] * summary["epochs_run"]
+                                  / summary["train_seconds"],
+            "train_seconds": summary["train_seconds"], "epochs_run": summary["epochs_run"],
+            "best_epoch": summary["best_epoch"],
+            "best_ndcg": best["validation_ndcg_at_10"],
+            "validation_queries": summary["validation_queries"],
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
   if trainer == "ranking":
     summary = pipeline_run.train_ranking(run, overrides)
     losses = summary["train_rmse"], summary["eval_rmse"]
@@ -83,7 +96,8 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--output-dir", help="the earlier run's --output-dir")
-  parser.add_argument("--trainer", choices=("retrieval", "ranking"), default="retrieval")
+  parser.add_argument("--trainer", choices=("retrieval", "ranking", "sequence"),
+                      default="retrieval")
   parser.add_argument("--variant", action="append", default=[],
                       help="'name:key=json,key=json' (RetrievalHParams or RankingHParams); "
                            "default: the defaults")
@@ -103,14 +117,23 @@ def main(argv=None) -> int:
     print(json.dumps(train_once(args.output_dir, args.trainer, json.loads(args.one))))
     return 0
   loss = "rmse" if args.trainer == "ranking" else "loss"
-  print(f"{'variant':<24}{'ratings/s':>11}{'train s':>9}{loss:>10}{'eval ' + loss:>11}"
-        f"{'peak MiB':>10}")
+  if args.trainer == "sequence":
+    print(f"{'variant':<24}{'queries/s':>11}{'train s':>9}{'epochs':>8}{'kept':>6}"
+          f"{'best val NDCG@10':>18}{'val rows':>10}{'peak MiB':>10}")
+  else:
+    print(f"{'variant':<24}{'ratings/s':>11}{'train s':>9}{loss:>10}{'eval ' + loss:>11}"
+          f"{'peak MiB':>10}")
   for name, overrides in [parse_variant(v) for v in args.variant] or [("defaults", {})]:
     child = subprocess.run([sys.executable, "-m", "bench.trainer_throughput", "--output-dir",
                             args.output_dir, "--trainer", args.trainer,
                             "--one", json.dumps(overrides)],
                            check=True, stdout=subprocess.PIPE, text=True)
     r = json.loads(child.stdout.strip().splitlines()[-1])
+    if args.trainer == "sequence":
+      print(f"{name:<24}{r['ratings_per_second']:>11,.0f}{r['train_seconds']:>9.0f}"
+            f"{r['epochs_run']:>8}{r['best_epoch']:>6}{r['best_ndcg']:>18.4f}"
+            f"{r['validation_queries']:>10,}{r['peak_mib']:>10,.0f}", flush=True)
+      continue
     print(f"{name:<24}{r['ratings_per_second']:>11,.0f}{r['train_seconds']:>9.0f}"
           f"{r['final_loss']:>10.4g}{r['final_eval_loss']:>11.4g}{r['peak_mib']:>10,.0f}",
           flush=True)

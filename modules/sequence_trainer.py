@@ -6,10 +6,11 @@ and the movies the user had rated by then (the same second's too, but the target
 left out of its softmax, as the next-item evaluation leaves them out. A user's first
 rating has nothing to read and is not trained on.
 
-Each user's newest training rating is held out of training as a validation row, scored
-over the whole catalogue after every epoch; training stops `sequence_patience` epochs
-after the best validation NDCG@10, and that epoch's weights are kept. Nothing of the
-eval split is used.
+Each user's newest training rating is held out of training as a validation row (at most
+`sequence_max_validation_queries` users', drawn at random; the others' newest ratings are
+trained on), scored over the whole catalogue after every epoch; training stops
+`sequence_patience` epochs after the best validation NDCG@10, and that epoch's weights
+are kept. Nothing of the eval split is used.
 """
 
 import time
@@ -101,6 +102,16 @@ def newest_per_user(users: np.ndarray, seconds: np.ndarray) -> np.ndarray:
   return newest
 
 
+def validation_rows(users: np.ndarray, seconds: np.ndarray, limit: int,
+                    rng: np.random.Generator) -> np.ndarray:
+  """[rows] True at the newest rating of at most `limit` users, drawn at random."""
+  newest = newest_per_user(users, seconds)
+  rows = np.flatnonzero(newest)
+  if len(rows) > limit:
+    newest[rng.choice(rows, len(rows) - limit, replace=False)] = False
+  return newest
+
+
 def full_catalogue_rates(logits: np.ndarray, queries: Queries, rows) -> Tuple[float, float]:
   """(hits, summed NDCG) at K of rows scored over the whole catalogue, their left-out
   movies removed."""
@@ -126,7 +137,8 @@ def train(users: np.ndarray, movies: np.ndarray, seconds: np.ndarray, num_movies
   each epoch."""
   tf.keras.utils.set_random_seed(hparams.seed)
   log = RatingLog(users, movies, seconds, pad=num_movies)
-  validation = newest_per_user(users, seconds)
+  rng = np.random.default_rng(hparams.seed)
+  validation = validation_rows(users, seconds, hparams.sequence_max_validation_queries, rng)
   fit = log.queries(users[~validation], movies[~validation], seconds[~validation]).with_history()
   held_out = log.queries(users[validation], movies[validation], seconds[validation])
   model = sequence_scorer.SequenceScorer(num_movies, hparams)
@@ -163,7 +175,7 @@ def train(users: np.ndarray, movies: np.ndarray, seconds: np.ndarray, num_movies
     return hits / max(len(held_out), 1), gains / max(len(held_out), 1)
 
   per_epoch = min(len(fit), hparams.sequence_max_queries_per_epoch)
-  started, rng = time.monotonic(), np.random.default_rng(hparams.seed)
+  started = time.monotonic()
   by_epoch, best = [], (-1.0, 0, None)
   for epoch in range(1, hparams.sequence_max_epochs + 1):
     losses = []

@@ -52,6 +52,16 @@ def test_newest_per_user_picks_one_row_per_user_at_its_latest_time():
   assert newest.tolist() == [False, False, False, True, True, True]
 
 
+def test_validation_takes_the_newest_rating_of_at_most_its_limit_of_users():
+  rng = np.random.default_rng(3)
+  users, seconds = rng.integers(0, 50, 2_000), rng.integers(0, 10**6, 2_000)
+  newest = sequence_trainer.newest_per_user(users, seconds)
+  assert sequence_trainer.validation_rows(users, seconds, 50, rng).tolist() == newest.tolist()
+  some = sequence_trainer.validation_rows(users, seconds, 20, rng)
+  assert some.sum() == 20 and not (some & ~newest).any()  # newest rows only, one a user
+  assert len(set(users[some])) == 20
+
+
 def sequential_data(num_users=160, num_movies=40, length=18, seed=0):
   """Each user rates movies in the catalogue's cyclic order from a random start: the next
   movie is the last one + 1, which no popularity or co-occurrence-free model can know."""
