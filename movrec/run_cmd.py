@@ -74,6 +74,9 @@ def summary_lines(result, config, seconds: float) -> List[str]:
                f"{t['retrieval_order_ndcg_at_10']:.3f} as retrieved (HR@10 "
                f"{t['two_stage_hr_at_10']:.3f} vs {t['retrieval_order_hr_at_10']:.3f}), "
                if t.get("two_stage_ndcg_at_10") is not None else "")
+    available = t.get("eval_ratings_available")
+    if figures and available and available > t.get("eval_ratings", available):
+      figures += f"on {t['eval_ratings']:,.0f} of {available:,.0f} eval ratings, "
     lines.append(f"  two-stage   {figures}the default order: {_verdict(t)}")
   for stage, t in stages.get("training", {}).items():
     feeding = f", {t['feeding']}" if t.get("feeding") else ""

@@ -74,7 +74,7 @@ def test_two_stage_figures_are_what_serving_returns_for_the_eval_rows(pushed_run
 
 
 def evaluate_with(pushed_run, pushed_artifacts, tmp_path, min_gain, baseline=None,
-                  max_regression=0.0):
+                  max_regression=0.0, max_eval_ratings=None):
   """The TwoStageEvaluator's executor on the run's artifacts; its blessing."""
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
@@ -88,8 +88,30 @@ def evaluate_with(pushed_run, pushed_artifacts, tmp_path, min_gain, baseline=Non
   two_stage.Executor().Do(
       inputs, {two_stage.EVALUATION_KEY: [evaluation], two_stage.BLESSING_KEY: [blessing]},
       {two_stage.MIN_GAIN_KEY: min_gain, two_stage.LIST_SIZE_KEY: 100,
-       two_stage.MAX_REGRESSION_KEY: max_regression})
+       two_stage.MAX_REGRESSION_KEY: max_regression,
+       two_stage.MAX_EVAL_RATINGS_KEY: max_eval_ratings})
   return blessing
+
+
+def test_above_its_limit_the_evaluator_scores_a_sample_of_the_eval_rows(
+    pushed_run, pushed_artifacts, tmp_path):
+  """Its figures are then what serving returns for the sampled rows, and say how many."""
+  from components.two_stage_evaluator import evaluate  # pylint: disable=g-import-not-at-top
+  config, _, _ = pushed_run
+  evals = examples_io.split_columns(pushed_artifacts["examples"][0], F.EVAL_SPLIT, {
+      F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64})
+  count = len(evals[F.USER_ID])
+  evaluate_with(pushed_run, pushed_artifacts, tmp_path, 0.0, max_eval_ratings=count // 3)
+  metrics = json.load(open(tmp_path / "evaluation" / two_stage.METRICS_FILE))["metrics"]
+  assert (metrics["eval_ratings"], metrics["eval_ratings_available"]) == (count // 3, count)
+  rows = evaluate.sample_rows(count, count // 3)
+  recommender = Recommender(bundle_layout.version_dir(
+      config.serving_dir, bundle_layout.versions(config.serving_dir)[-1]))
+  hits, gains = served_rates(recommender, {k: v[rows] for k, v in evals.items()},
+                             "ranking_score", metrics["candidates"])
+  tolerance = 1.5 / len(rows)
+  assert hits.mean() == pytest.approx(metrics["two_stage_hr_at_10"], abs=tolerance)
+  assert gains.mean() == pytest.approx(metrics["two_stage_ndcg_at_10"], abs=tolerance)
 
 
 @pytest.mark.parametrize("min_gain,blessed", [(-1.0, True), (100.0, False)])

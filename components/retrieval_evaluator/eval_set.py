@@ -42,6 +42,13 @@ class EvalSet:
   user_query_serialized: List[bytes]  # user index -> their latest eval rating (or b"")
   dropped_eval_rows: int  # eval ratings of movies missing from the catalogue
 
+  def with_eval_rows(self, rows: np.ndarray) -> "EvalSet":
+    """The same set with only these eval ratings (the training side unchanged)."""
+    return dataclasses.replace(
+        self, eval_serialized=[self.eval_serialized[r] for r in rows],
+        eval_users=self.eval_users[rows], eval_items=self.eval_items[rows],
+        eval_seconds=self.eval_seconds[rows])
+
   @property
   def users_with_eval(self) -> np.ndarray:
     return np.unique(self.eval_users)

@@ -1,18 +1,20 @@
 """TwoStageEvaluator: does the second stage's order beat retrieval order? (issue 12)
 
-On the eval split, each eval rating's candidate list is the retrieval model's N best
-unseen movies; the list ordered by ranking score (the ranking model's sequence scorer
-blended with the retrieval score, as serving orders it) is compared with the list as
-retrieved: HR@10 and NDCG@10 on the same rows and candidates (evaluate.py), computed by
-TFMA with each eval rating as a query, overall and by the user's history length
-(tfma_lists.py; the evaluation artifact holds TFMA's EvalResult, one "model" per order,
-and metrics.json). Writes the metrics (ModelEvaluation) and a ModelBlessing of the
-ranking model's order (model_kind "ranking_order"): blessed when the two-stage NDCG@10
-is above retrieval order's × (1 + min_gain) and, given the last ranker whose order was
-blessed, at most max_regression below its two-stage NDCG@10 on the same candidates. The
-BundlePusher records the decision in the bundle's manifest, and serving orders by
-ranking score by default only when it is blessed (otherwise by retrieval score, saying
-why). A Beam component: TFMA runs on the pipeline's Beam runner.
+On the eval split (at most max_eval_ratings eval ratings: above it, that many drawn at
+random, since TFMA holds the lists in memory), each eval rating's candidate list is the
+retrieval model's N best unseen movies; the list ordered by ranking score (the ranking
+model's sequence scorer blended with the retrieval score, as serving orders it) is
+compared with the list as retrieved: HR@10 and NDCG@10 on the same rows and candidates
+(evaluate.py), computed by TFMA with each eval rating as a query, overall and by the
+user's history length (tfma_lists.py; the evaluation artifact holds TFMA's EvalResult,
+one "model" per order, and metrics.json). Writes the metrics (ModelEvaluation) and a
+ModelBlessing of the ranking model's order (model_kind "ranking_order"): blessed when
+the two-stage NDCG@10 is above retrieval order's × (1 + min_gain) and, given the last
+ranker whose order was blessed, at most max_regression below its two-stage NDCG@10 on
+the same candidates. The BundlePusher records the decision in the bundle's manifest,
+and serving orders by ranking score by default only when it is blessed (otherwise by
+retrieval score, saying why). A Beam component: TFMA runs on the pipeline's Beam
+runner.
 """
 
 from typing import Optional, Union
@@ -24,12 +26,14 @@ from tfx.dsl.components.base import executor_spec
 from tfx.types import component_spec
 from tfx.types import standard_artifacts
 
+from components.two_stage_evaluator import evaluate
 from components.two_stage_evaluator import executor
 
 
 class TwoStageEvaluatorSpec(types.ComponentSpec):
   PARAMETERS = {
       executor.LIST_SIZE_KEY: component_spec.ExecutionParameter(type=int),
+      executor.MAX_EVAL_RATINGS_KEY: component_spec.ExecutionParameter(type=int),
       executor.MIN_GAIN_KEY: component_spec.ExecutionParameter(type=float),
       executor.MAX_REGRESSION_KEY: component_spec.ExecutionParameter(type=float),
   }
@@ -58,6 +62,8 @@ class TwoStageEvaluator(base_component.BaseComponent):
     examples: ratings Examples (eval split: the test; train split: histories, seen movies).
     candidates: the movie catalogue Examples.
     list_size: candidates retrieved per eval rating (serving's default is 100).
+    max_eval_ratings: eval ratings evaluated at most; above it, that many drawn at random
+      (TFMA's memory grows with the lists).
     min_gain: the two-stage NDCG@10 must be above retrieval order's × (1 + min_gain).
     baseline_ranking_model: the last ranking model whose order was blessed (optional):
       its scorer orders the same candidates, and the two-stage NDCG@10 may be at most
@@ -70,6 +76,7 @@ class TwoStageEvaluator(base_component.BaseComponent):
   def __init__(self, retrieval_model: types.BaseChannel, ranking_model: types.BaseChannel,
                examples: types.BaseChannel, candidates: types.BaseChannel,
                list_size: int = 100,
+               max_eval_ratings: int = evaluate.MAX_EVAL_RATINGS,
                min_gain: Union[float, data_types.RuntimeParameter] = 0.0,
                baseline_ranking_model: Optional[types.BaseChannel] = None,
                max_regression: float = 0.0):
@@ -77,7 +84,8 @@ class TwoStageEvaluator(base_component.BaseComponent):
       min_gain = float(min_gain)
     super().__init__(spec=TwoStageEvaluatorSpec(
         retrieval_model=retrieval_model, ranking_model=ranking_model, examples=examples,
-        candidates=candidates, list_size=int(list_size), min_gain=min_gain,
+        candidates=candidates, list_size=int(list_size),
+        max_eval_ratings=int(max_eval_ratings), min_gain=min_gain,
         baseline_ranking_model=baseline_ranking_model, max_regression=float(max_regression),
         evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
         blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -30,8 +30,28 @@ METRICS = ("hr_at_10", "ndcg_at_10")
 RETRIEVAL_ORDER, TWO_STAGE, BASELINE_TWO_STAGE = "retrieval_order", "two_stage", \
     "baseline_two_stage"
 SCORER_ONLY = "sequence_scorer"  # the scorer's score alone: what the blend adds to it
+# Eval ratings evaluated at most, drawn at random above it (`sample`): TFMA's memory grows
+# with the lists' examples. 5,000 rows put a standard error of about 0.003 on NDCG@10,
+# and the gate compares two orders of the same rows.
+MAX_EVAL_RATINGS = 5_000
 _CHUNK = 1024
 _RESAMPLES = 1000
+
+
+def sample_rows(count: int, max_rows: int, seed: int = 0) -> np.ndarray:
+  """At most `max_rows` of `count` rows, drawn at random, in their order."""
+  if count <= max_rows:
+    return np.arange(count)
+  return np.sort(np.random.default_rng(seed).choice(count, max_rows, replace=False))
+
+
+def sample(data: EvalSet, max_rows: int) -> EvalSet:
+  """`data` with at most `max_rows` of its eval ratings (sample_rows): TFMA holds about
+  13 KB per candidate example in memory (10.7 GB for 28,600 eval ratings' lists,
+  BENCHMARKS.md "The second stage at 1M ratings")."""
+  if len(data.eval_items) <= max_rows:
+    return data
+  return data.with_eval_rows(sample_rows(len(data.eval_items), max_rows))
 
 
 def candidate_lists(model_pair, data: EvalSet, n: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -131,12 +151,17 @@ def scorer_only_order(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
   return np.argsort(-np.where(known, scores, -np.inf), axis=1, kind="stable")
 
 
-def summary(lists: OrderedLists, overall: Dict[str, float]) -> Dict[str, float]:
+def summary(lists: OrderedLists, overall: Dict[str, float],
+            eval_ratings_available: Optional[int] = None) -> Dict[str, float]:
   """Flat metrics: each order's HR@10 and NDCG@10 (`overall`: TFMA's, tfma_lists.load's
   "" slice), two_stage / retrieval_order ratios with their 95% paired-bootstrap interval
-  (per-row, here), and the lists' sizes."""
+  (per-row, here), and the lists' sizes (`eval_ratings`: the rows evaluated, of
+  `eval_ratings_available`)."""
   labels = lists.labels
-  out = {"eval_ratings": int(labels.shape[0]), "candidates": int(labels.shape[1]),
+  out = {"eval_ratings": int(labels.shape[0]),
+         "eval_ratings_available": int(labels.shape[0] if eval_ratings_available is None
+                                       else eval_ratings_available),
+         "candidates": int(labels.shape[1]),
          "candidates_unknown_to_scorer": (float(1 - lists.known.mean())
                                           if lists.known.size else 0.0),
          "candidate_recall": float(labels.any(1).mean()) if len(labels) else 0.0}

@@ -27,6 +27,7 @@ CANDIDATES_KEY = "candidates"
 EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
 LIST_SIZE_KEY = "list_size"
+MAX_EVAL_RATINGS_KEY = "max_eval_ratings"
 MIN_GAIN_KEY = "min_gain"
 MAX_REGRESSION_KEY = "max_regression"
 METRICS_FILE = "metrics.json"
@@ -100,15 +101,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     if not os.path.isdir(scorer_dir(ranking)):
       decision = blessing_lib.Decision(False, [why_no_scorer(ranking)])
     else:
-      data = eval_set_lib.from_artifacts(
+      everything = eval_set_lib.from_artifacts(
           artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]),
           artifact_utils.get_single_instance(input_dict[CANDIDATES_KEY]))
+      data = evaluate.sample(everything, int(exec_properties.get(MAX_EVAL_RATINGS_KEY)
+                                             or evaluate.MAX_EVAL_RATINGS))
+      if data is not everything:
+        logging.info("TwoStageEvaluator: %s of the %s eval ratings, drawn at random",
+                     f"{len(data.eval_items):,}", f"{len(everything.eval_items):,}")
       lists = evaluate.ordered_lists(
           retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(retrieval.uri)),
           sequence_scorer.LoadedScorer(scorer_dir(ranking)), data,
           int(exec_properties.get(LIST_SIZE_KEY) or 100), baseline)
       slices = self._tfma_metrics(lists, evaluation.uri)
-      metrics = evaluate.summary(lists, slices.pop("", {}))
+      metrics = evaluate.summary(lists, slices.pop("", {}), len(everything.eval_items))
       decision = decide(metrics, min_gain, max_regression)
     logging.info("TwoStageEvaluator: ranking order %s (%s); %s",
                  "BLESSED" if decision.blessed else "NOT BLESSED", baseline_note,
