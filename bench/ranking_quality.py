@@ -210,7 +210,9 @@ def two_stage_report(run) -> None:
       report = json.load(f)
   seconds = time.monotonic() - started
   m = report["metrics"]
-  print(f"{m['eval_ratings']:,} eval ratings, each with its {m['candidates']} retrieved "
+  available = m.get("eval_ratings_available", m["eval_ratings"])
+  sampled = f" (drawn at random from {available:,})" if available > m["eval_ratings"] else ""
+  print(f"{m['eval_ratings']:,} eval ratings{sampled}, each with its {m['candidates']} retrieved "
         f"movies (the movies rated by then removed; a list without the next movie is a "
         f"miss: {1 - m['candidate_recall']:.1%} of them). HR@10 and NDCG@10 by TFMA, each "
         f"eval rating a query; Recall@10 = HR@10 (one relevant movie a list).\n")

@@ -39,6 +39,8 @@ def train_once(output_dir: str, trainer: str, overrides: dict) -> dict:
   run = inspect_store.run_summary.latest_run(
       inspect_store.connect(paths.metadata_path(where)), where.pipeline_name)
   if trainer == "sequence":
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    logging.set_verbosity(logging.INFO)  # its epoch lines, on stderr (can take an hour)
     summary = pipeline_run.train_sequence_scorer(run, overrides)
     best = summary["by_epoch"][summary["best_epoch"] - 1]
     return {"ratings_per_second": summary["queries_per_epoch"] * summary["epochs_run"]
