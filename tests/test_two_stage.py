@@ -42,17 +42,26 @@ def history_buckets(examples, evals):
                    for n in before])
 
 
+def eval_ratings(pushed_artifacts):
+  """The pushed run's eval ratings: {user id, movie id, timestamp: [rows]}."""
+  return examples_io.split_columns(pushed_artifacts["examples"][0], F.EVAL_SPLIT, {
+      F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64})
+
+
+def newest_bundle(config) -> Recommender:
+  return Recommender(bundle_layout.version_dir(
+      config.serving_dir, bundle_layout.versions(config.serving_dir)[-1]))
+
+
 def test_two_stage_figures_are_what_serving_returns_for_the_eval_rows(pushed_run,
                                                                       pushed_artifacts):
   config, run, _ = pushed_run
   report = json.load(open(os.path.join(run.output("TwoStageEvaluator", "evaluation").uri,
                                        two_stage.METRICS_FILE)))
   metrics = report["metrics"]
-  evals = examples_io.split_columns(pushed_artifacts["examples"][0], F.EVAL_SPLIT, {
-      F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64})
+  evals = eval_ratings(pushed_artifacts)
   assert metrics["eval_ratings"] == len(evals[F.USER_ID])
-  recommender = Recommender(bundle_layout.version_dir(
-      config.serving_dir, bundle_layout.versions(config.serving_dir)[-1]))
+  recommender = newest_bundle(config)
   tolerance = 1.5 / len(evals[F.USER_ID])  # a tie ordered otherwise may move one row
   buckets = history_buckets(pushed_artifacts["examples"][0], evals)
   assert {name: s["eval_ratings"] for name, s in report["slices"].items()} == \
@@ -98,15 +107,13 @@ def test_above_its_limit_the_evaluator_scores_a_sample_of_the_eval_rows(
   """Its figures are then what serving returns for the sampled rows, and say how many."""
   from components.two_stage_evaluator import evaluate  # pylint: disable=g-import-not-at-top
   config, _, _ = pushed_run
-  evals = examples_io.split_columns(pushed_artifacts["examples"][0], F.EVAL_SPLIT, {
-      F.USER_ID: tf.string, F.MOVIE_ID: tf.string, F.TIMESTAMP: tf.int64})
+  evals = eval_ratings(pushed_artifacts)
   count = len(evals[F.USER_ID])
   evaluate_with(pushed_run, pushed_artifacts, tmp_path, 0.0, max_eval_ratings=count // 3)
   metrics = json.load(open(tmp_path / "evaluation" / two_stage.METRICS_FILE))["metrics"]
   assert (metrics["eval_ratings"], metrics["eval_ratings_available"]) == (count // 3, count)
   rows = evaluate.sample_rows(count, count // 3)
-  recommender = Recommender(bundle_layout.version_dir(
-      config.serving_dir, bundle_layout.versions(config.serving_dir)[-1]))
+  recommender = newest_bundle(config)
   hits, gains = served_rates(recommender, {k: v[rows] for k, v in evals.items()},
                              "ranking_score", metrics["candidates"])
   tolerance = 1.5 / len(rows)
