@@ -169,8 +169,11 @@ class RankingHParams(_FromDict):
   # Cost bounds. Each rating is one query through the encoder, and a softmax over the
   # whole catalogue costs batch x catalogue per step: on 2 cores an ml-100k epoch
   # (96k queries, 1,683 movies) takes about a minute. An epoch trains on at most this
-  # many queries, drawn at random (ml-100k: all of them; ml-1m: a fifth)...
-  sequence_max_queries_per_epoch: int = 200_000
+  # many queries, drawn at random (ml-100k: all of them; ml-1m: about a tenth). Patience
+  # counts epochs, so shorter epochs stop sooner after the best: at 1M ratings 100,000
+  # reached the best validation at the same 800,000 queries as 200,000 did, in 722 s
+  # instead of 968 s (BENCHMARKS.md, "The second stage at 1M ratings")...
+  sequence_max_queries_per_epoch: int = 100_000
   # ... validation scores at most this many users' newest ratings over the whole
   # catalogue (ml-100k: all 943; 10,000 rows put a standard error of about 0.003 on
   # NDCG@10, enough to pick an epoch) ...
