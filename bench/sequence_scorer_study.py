@@ -27,7 +27,7 @@ it) and scored on every later rating of a user with an earlier one, its history 
 user's ratings before it, as the service would have them.
 
   .venv/bin/python -u -m bench.sequence_scorer_study [--data-dir DIR] [--seeds 0 1]
-      [--max-epochs 40] [--time-cut 0.8] [--ranking sequence_length=10 ...]
+      [--max-epochs 40] [--time-cut 0.8] [--ranking sequence_length=10 ...] [--weights]
 """
 
 import argparse
@@ -40,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from bench import blend_weight_bound
 from bench import pipeline_run
 from bench import ranking_quality as rq
 
@@ -162,6 +163,9 @@ def main(argv=None) -> int:
   parser.add_argument("--ranking", action="append", metavar="NAME=VALUE",
                       help="a RankingHParams override for the scorer (an ablation), "
                       "e.g. sequence_length=10; repeatable")
+  parser.add_argument("--weights", action="store_true",
+                      help="also print the chosen epoch's blend at other scorer weights "
+                      "(bench/blend_weight_bound.py; an optimistic bound on these rows)")
   parser.add_argument("--time-cut", type=float, default=0.0,
                       help="the live-system protocol instead: retrieval and the scorer "
                       "trained on the ratings before the time at this quantile of the "
@@ -198,6 +202,12 @@ def main(argv=None) -> int:
     print(f"seed {seed}: {summary['train_seconds']:.0f} s for {summary['epochs_run']} "
           f"epochs; the best validation NDCG@10 at epoch {best}")
     report(lists, scores_by_epoch, best, "")
+    if args.weights:
+      print()
+      scores = scores_by_epoch[best]
+      blend_weight_bound.sweep(lists.retrieval_scores, scores, np.ones(scores.shape, bool),
+                               lists.labels.astype(bool),
+                               f"seed {seed}, epoch {best}, {lists.protocol}")
   return 0
 
 
