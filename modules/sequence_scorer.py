@@ -11,7 +11,10 @@ learn the lists' popularity pattern that sank the list-fitted re-rankers (BENCHM
 At serving, each candidate's ranking score is the scorer's score and the retrieval score,
 each standardised within the candidate list, added with equal weights (`blend`): the two
 models make different errors, and nothing is fitted on the lists. Measured on ml-100k
-(BENCHMARKS.md, "A sequence scorer from the next-item literature").
+(BENCHMARKS.md, "A sequence scorer from the next-item literature"). Other weights,
+chosen on the rows they score: split last is best at 0.5-0.75 (the towers know every eval
+user), the time cut at 1.5-3 (most eval users new since training); equal weights sit
+between, 1-3 points below either best (BENCHMARKS.md, "Any blend weight").
 
 Exported beside the rating model, under the ranking model's serving directory:
 
