@@ -40,9 +40,8 @@ def weighted_order(retrieval: np.ndarray, scorer: np.ndarray, known: np.ndarray,
   from modules import sequence_scorer  # pylint: disable=g-import-not-at-top
   if np.isinf(weight):
     return evaluate.scorer_only_order(scorer, known)
-  blended = (sequence_scorer.standardised(retrieval)
-             + weight * sequence_scorer.standardised(scorer, known))
-  return np.argsort(-blended, axis=1, kind="stable")
+  return np.argsort(-sequence_scorer.blend(scorer, retrieval, known, weight), axis=1,
+                    kind="stable")
 
 
 def sweep(retrieval: np.ndarray, scorer: np.ndarray, known: np.ndarray,
@@ -93,9 +92,8 @@ def main(argv=None) -> int:
   sweep(retrieval, scorer, known, candidates == data.eval_items[:, None],
         f"{len(candidates):,} eval ratings (split last), the pushed models' "
         f"{candidates.shape[1]} retrieved candidates each")
-  pipeline_run.exit_skipping_finalization(0)
   return 0
 
 
 if __name__ == "__main__":
-  main()
+  pipeline_run.exit_skipping_finalization(main())

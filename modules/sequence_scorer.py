@@ -136,15 +136,16 @@ def standardised(scores: np.ndarray, known: Optional[np.ndarray] = None) -> np.n
 
 
 def blend(scorer_scores: np.ndarray, retrieval_scores: np.ndarray,
-          known: Optional[np.ndarray] = None) -> np.ndarray:
-  """The ranking score of each candidate [lists, N]: the two standardised scores added.
-  A candidate the scorer does not know is ordered by its retrieval score alone. Entries
-  whose retrieval score is -inf are not in the list (a list shorter than N): they stay
-  -inf and do not count in the standardisation."""
+          known: Optional[np.ndarray] = None, scorer_weight: float = 1.0) -> np.ndarray:
+  """The ranking score of each candidate [lists, N]: the two standardised scores added
+  (the scorer's times `scorer_weight`: 1 as served; bench/blend_weight_bound.py tries
+  others). A candidate the scorer does not know is ordered by its retrieval score alone.
+  Entries whose retrieval score is -inf are not in the list (a list shorter than N): they
+  stay -inf and do not count in the standardisation."""
   retrieval_scores = np.asarray(retrieval_scores, np.float64)
   in_list = np.isfinite(retrieval_scores)
   known = in_list if known is None else in_list & np.asarray(known, bool)
-  blended = (standardised(scorer_scores, known) +
+  blended = (scorer_weight * standardised(scorer_scores, known) +
              standardised(np.where(in_list, retrieval_scores, 0.0), in_list))
   return np.where(in_list, blended, -np.inf)
 

@@ -185,6 +185,17 @@ def test_blend_adds_standardised_scores_and_orders_unknown_candidates_by_retriev
   assert blended[0, 3] == pytest.approx(z(retrieval[0])[3])  # the scorer's 50 is ignored
 
 
+def test_blend_weighs_the_scorer_by_scorer_weight():
+  scorer = np.array([[3.0, 1.0, 2.0]])
+  retrieval = np.array([[0.4, 0.3, 0.2]])
+  z = lambda v: (v - v.mean()) / v.std()
+  np.testing.assert_allclose(sequence_scorer.blend(scorer, retrieval, scorer_weight=0.5)[0],
+                             0.5 * z(scorer[0]) + z(retrieval[0]), atol=1e-6)
+  # 0: retrieval order; large: the scorer's order.
+  assert list(np.argsort(-sequence_scorer.blend(scorer, retrieval, scorer_weight=0)[0])) == [0, 1, 2]
+  assert list(np.argsort(-sequence_scorer.blend(scorer, retrieval, scorer_weight=10)[0])) == [0, 2, 1]
+
+
 def test_blend_leaves_entries_outside_a_short_list_out():
   scorer = np.array([[1.0, 2.0, 3.0, 9.0]])
   retrieval = np.array([[0.3, 0.2, 0.1, -np.inf]])  # a list of three, padded
