@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from bench import pipeline_run
+from bench import ranking_quality as rq
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, np.inf)
 
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
   retrieval_model = artifact("RetrievalTrainer", "model", standard_artifacts.Model)
   ranking_model = artifact("RankingTrainer", "model", standard_artifacts.Model)
   pair = retrieval_export.RetrievalModelPair(path_utils.serving_model_dir(retrieval_model.uri))
-  candidates, retrieval = evaluate.candidate_lists(pair, data, 100)
+  candidates, retrieval = evaluate.candidate_lists(pair, data, rq.N_RETRIEVED)
   scorer, known = evaluate.scorer_scores(
       sequence_scorer.LoadedScorer(two_stage.scorer_dir(ranking_model)), data, candidates)
   sweep(retrieval, scorer, known, candidates == data.eval_items[:, None],

@@ -33,7 +33,8 @@ def main(argv=None) -> int:
   from bundle import layout  # pylint: disable=g-import-not-at-top
   from modules import sequence_scorer  # pylint: disable=g-import-not-at-top
   from serving.recommender import Recommender  # pylint: disable=g-import-not-at-top
-  rec = Recommender(layout.version_dir(args.serving_dir, layout.versions(args.serving_dir)[-1]))
+  from serving.retriever import latest_bundle_path  # pylint: disable=g-import-not-at-top
+  rec = Recommender(latest_bundle_path(args.serving_dir))
   retriever = rec.retriever
   graph_scorer = sequence_scorer.LoadedScorer(os.path.join(
       rec.path, layout.RANKING_MODEL_DIR, sequence_scorer.EXPORT_DIR))

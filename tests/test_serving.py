@@ -22,6 +22,7 @@ from serving import recommender as recommender_lib
 from serving import workers
 from serving.recommender import (FEATURES, PERSONALIZED, POPULARITY, LiveRecommender,
                                  Recommender, UnknownMovieError, wait_for_version)
+from serving.retriever import latest_bundle_path
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def serving_dir(pushed_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def recommender(serving_dir):
-  return Recommender(bundle_layout.version_dir(serving_dir, bundle_layout.versions(serving_dir)[-1]))
+  return Recommender(latest_bundle_path(serving_dir))
 
 
 def push(serving_dir: str, artifacts) -> int:

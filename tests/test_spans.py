@@ -11,6 +11,7 @@ from components.movielens_example_gen import synthetic
 from pipeline import local_runner
 from pipeline.config import PipelineConfig
 from bundle import layout as bundle_layout
+from serving.retriever import latest_bundle_path
 
 
 def consumed(store, run, node: str, key: str):
@@ -78,8 +79,7 @@ def test_second_span_trains_on_a_rolling_window_of_both_warm_started(
     assert [rows for path, rows in warm["remapped"].items() if path.startswith(tables)][0] > 0
   # The pushed users table holds the users of both spans (the models know them all).
   assert second.output("BundlePusher", "pushed_model").custom_properties["pushed"].int_value
-  serving = config.serving_dir
-  bundle = bundle_layout.version_dir(serving, bundle_layout.versions(serving)[-1])
+  bundle = latest_bundle_path(config.serving_dir)
   with open(os.path.join(bundle, bundle_layout.USERS_FILE)) as f:
     pushed_users = {json.loads(line)["user_id"] for line in f}
   assert pushed_users == {str(r.user_id) for r in ratings}

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bundle import layout as bundle_layout
 from components import blessing as blessing_lib
 from components import examples_io
 from components.two_stage_evaluator import executor as two_stage
 from modules import features as F
 from serving.recommender import Recommender
+from serving.retriever import latest_bundle_path
 
 
 def served_rates(recommender, evals, order_by, list_size):
@@ -49,8 +49,7 @@ def eval_ratings(pushed_artifacts):
 
 
 def newest_bundle(config) -> Recommender:
-  return Recommender(bundle_layout.version_dir(
-      config.serving_dir, bundle_layout.versions(config.serving_dir)[-1]))
+  return Recommender(latest_bundle_path(config.serving_dir))
 
 
 def test_two_stage_figures_are_what_serving_returns_for_the_eval_rows(pushed_run,
