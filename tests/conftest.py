@@ -109,19 +109,52 @@ def pushed_artifacts(pushed_run):
       order_blessing=artifact("TwoStageEvaluator", "blessing", standard_artifacts.ModelBlessing))
 
 
-# Fixtures that run a whole pipeline, shared by a test worker's files.
+# Fixtures that run a whole pipeline.
 PIPELINE_RUN_FIXTURES = {"pushed_run", "mysql_run"}
+# The files whose tests read pushed_run. `make test` (--dist loadfile) hands them to one
+# worker as one group (PushedRunGroupScheduling), so that run is built once, not on each
+# worker, and they run in collection order (test_pipeline_e2e's later runs go into its
+# store, as they always did). Checked at collection: a test elsewhere that reads pushed_run
+# is an error naming the file to add here.
+PUSHED_RUN_FILES = frozenset({"test_faults.py", "test_inspect.py", "test_pipeline_e2e.py",
+                              "test_serving.py", "test_two_stage.py"})
+PUSHED_RUN_GROUP = "pushed_run"
+
+
+def work_group(nodeid: str) -> str:
+  """A test's group for `make test`'s workers: PUSHED_RUN_GROUP, or its file."""
+  path = nodeid.split("::", 1)[0]
+  return PUSHED_RUN_GROUP if os.path.basename(path) in PUSHED_RUN_FILES else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """--dist loadfile, with the pushed-run files as one group (see PUSHED_RUN_FILES)."""
+  if config.getvalue("dist") != "loadfile":
+    return None  # xdist's own scheduler
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=g-import-not-at-top
+
+  class PushedRunGroupScheduling(LoadScopeScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+      return work_group(nodeid)
+
+  return PushedRunGroupScheduling(config, log)
 
 
 def pytest_collection_modifyitems(items):
-  """Files with whole pipeline runs (an `e2e` mark, or a shared run) first, each file's
-  tests in their order. `make test` hands whole files to two workers in this order
-  (--no-loadscope-reorder), each taking the next file when it is free: started last, a
-  file of several minutes would leave the other worker idle at the end; started first,
-  the short files fill in the gaps."""
-  heavy = {item.path for item in items if item.get_closest_marker("e2e")
+  """The pushed-run group first, then the other files with whole pipeline runs (an `e2e`
+  mark, or mysql_run), then the rest, each group's tests in their order. `make test` hands
+  whole groups to two workers in this order (--no-loadscope-reorder), each taking the next
+  group when it is nearly done: started last, a group of several minutes would leave the
+  other worker idle at the end; started first, the short files fill in the gaps."""
+  misplaced = sorted({item.path.name for item in items if "pushed_run" in item.fixturenames
+                      and item.path.name not in PUSHED_RUN_FILES})
+  if misplaced:
+    raise pytest.UsageError(f"{', '.join(misplaced)} read pushed_run: add them to "
+                            "PUSHED_RUN_FILES in tests/conftest.py (one worker builds that run)")
+  heavy = {work_group(item.nodeid) for item in items if item.get_closest_marker("e2e")
            or PIPELINE_RUN_FIXTURES & set(item.fixturenames)}
-  items.sort(key=lambda item: item.path not in heavy)  # stable: the order otherwise kept
+  items.sort(key=lambda item: (work_group(item.nodeid) != PUSHED_RUN_GROUP,
+                               work_group(item.nodeid) not in heavy))  # stable
 
 
 def pytest_unconfigure(config):  # pylint: disable=unused-argument

@@ -1,7 +1,7 @@
 """Executors in child processes (pipeline/component_process.py), with real processes.
 
-The whole pipeline in this mode runs in test_faults.py (a run killed during a Trainer, then
-a run that pushes) and test_pipeline_e2e.py (an ExampleGen error raised in its process).
+The whole pipeline in this mode runs in test_killed_run.py (a run killed during a Trainer,
+then a run that pushes) and test_pipeline_e2e.py (an ExampleGen error raised in its process).
 Here: what comes back from the child, and that a silent child dies with its parent.
 """
 import json
