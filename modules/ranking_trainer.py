@@ -26,6 +26,7 @@ import tensorflow_transform as tft
 
 from modules import features as F
 from modules import ranking_model
+from modules import saved_weights
 from modules import sequence_scorer
 from modules import sequence_trainer
 from modules import training_progress
@@ -112,17 +113,18 @@ def _raw_serving_inputs(raw_spec):
 
 def export(model, tft_output, serving_dir: str, summary: dict) -> None:
   raw_spec = tft_output.raw_feature_spec()
-  model.tft_layer = tft_output.transform_features_layer()
+  saved = saved_weights.KerasWeights(model)
+  saved.tft_layer = tft_output.transform_features_layer()  # saved: tables, vocabularies
   input_spec = {k: v for k, v in raw_spec.items() if k != F.LABEL}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
   def serve_examples(examples):
-    transformed = model.tft_layer(tf.io.parse_example(examples, input_spec))
+    transformed = saved.tft_layer(tf.io.parse_example(examples, input_spec))
     return {PREDICTIONS: model(transformed)}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
   def transform_features(examples):
-    return model.tft_layer(tf.io.parse_example(examples, raw_spec))
+    return saved.tft_layer(tf.io.parse_example(examples, raw_spec))
 
   @tf.function
   def serve_features(**features):
@@ -134,14 +136,14 @@ def export(model, tft_output, serving_dir: str, summary: dict) -> None:
         raw[name] = tf.sparse.from_dense(tf.reshape(value, [-1, 1]))  # drops 0 = unknown
       else:
         raw[name] = tf.reshape(value, [-1, 1])
-    return {PREDICTIONS: model(model.tft_layer(raw))}
+    return {PREDICTIONS: model(saved.tft_layer(raw))}
 
   signatures = {
       "serving_default": serve_examples,
       "transform_features": transform_features,
       "serve_features": serve_features.get_concrete_function(**_raw_serving_inputs(raw_spec)),
   }
-  model.save(serving_dir, save_format="tf", signatures=signatures)
+  tf.saved_model.save(saved, serving_dir, signatures=signatures)
   export_core(model.core, os.path.join(serving_dir, ranking_model.CORE_DIR), model.num_genres)
   warm_start.save(serving_dir, _cores(model), tft_output)
   with tf.io.gfile.GFile(os.path.join(serving_dir, TRAINING_FILE), "w") as f:
@@ -163,7 +165,8 @@ def export_core(core, path: str, num_genres: int) -> None:
   def score(**inputs):
     return {PREDICTIONS: core(inputs)}
 
-  tf.saved_model.save(core, path, signatures={"serving_default": score.get_concrete_function(**specs)})
+  tf.saved_model.save(saved_weights.KerasWeights(core), path,
+                      signatures={"serving_default": score.get_concrete_function(**specs)})
   with tf.io.gfile.GFile(os.path.join(path, ranking_model.CORE_INFO_FILE), "w") as f:
     json.dump({"inputs": sorted(specs), "num_genres": num_genres}, f)
 

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from modules import features as F
+from modules import saved_weights
 from modules.retrieval_model import HISTORY_FEATURE, HISTORY_SECONDS_FEATURE, with_history
 
 QUERY_DIR = "query"
@@ -34,12 +35,13 @@ EMBEDDING = "embedding"
 MOVIE_ID_OUTPUT = F.MOVIE_ID  # the candidate signature's second output
 
 
-class _TowerModule(tf.Module):
-  """Holds a tower and the transform layer so both are saved (with vocab assets)."""
+class _TowerModule(saved_weights.KerasWeights):
+  """A tower's weights (not the Keras tower: saved_weights), the transform layer (with its
+  vocabulary assets) and the history tables, so all are saved."""
 
   def __init__(self, tower, tft_layer, history=None, movie_ids=None):
-    super().__init__()
-    self.tower, self.tft_layer = tower, tft_layer
+    super().__init__(tower)
+    self.tft_layer = tft_layer
     self.history, self.movie_ids = history, movie_ids
 
 
@@ -71,7 +73,7 @@ def export_query_model(tower, tft_output, raw_features: Sequence[str], path: str
                         _movie_id_table(tft_output) if history is not None else None)
 
   def embed(transformed):
-    return {EMBEDDING: module.tower(transformed)}
+    return {EMBEDDING: module.model(transformed)}
 
   @tf.function
   def serve_features(**features):
@@ -112,7 +114,7 @@ def export_candidate_model(tower, tft_output, path: str) -> None:
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
   def serve_examples(examples):
     raw = tf.io.parse_example(examples, spec)
-    return {EMBEDDING: module.tower(module.tft_layer(raw)),
+    return {EMBEDDING: module.model(module.tft_layer(raw)),
             MOVIE_ID_OUTPUT: tf.reshape(raw[F.MOVIE_ID], [-1])}
 
   tf.saved_model.save(module, path, signatures={

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from modules import features as F
+from modules import saved_weights
 from modules import tflite_runner
 from modules.hparams import RankingHParams
 
@@ -150,18 +151,7 @@ def blend(scorer_scores: np.ndarray, retrieval_scores: np.ndarray,
   return np.where(in_list, blended, -np.inf)
 
 
-class _Weights(tf.Module):
-  """What an export saves of the scorer: its variables, which its functions capture. Not
-  the Keras model itself: Keras would trace every layer's call into the SavedModel too
-  (about 10 s an export), and the loaders need only the signatures."""
-
-  def __init__(self, scorer: SequenceScorer):
-    super().__init__()
-    self.scorer = self._no_dependency(scorer)
-    self.weights = list(scorer.variables)
-
-
-class _Export(_Weights):
+class _Export(saved_weights.KerasWeights):
   """The scorer's weights, Transform's movie vocabulary as a lookup table, and `score`."""
 
   def __init__(self, scorer: SequenceScorer, movie_vocabulary: str):
@@ -177,7 +167,7 @@ class _Export(_Weights):
       tf.TensorSpec([None], tf.int64, name=F.TIMESTAMP),
       tf.TensorSpec([None, None], tf.string, name=CANDIDATES)])
   def score(self, user_history, user_history_timestamps, timestamp, candidates):
-    scorer, pad = self.scorer, self.scorer.num_movies
+    scorer, pad = self.model, self.model.num_movies
     ids = self.movie_ids.lookup(user_history)
     read = (ids >= 0) & (ids < pad)  # drops "" padding and movies never trained on
     shape = [None, scorer.length]
@@ -204,7 +194,8 @@ def export_core(scorer: SequenceScorer, path: str) -> None:
   def score(history, gaps, candidates):
     return {SCORES: scorer.candidate_scores(scorer.encode(history, gaps), candidates)}
 
-  tf.saved_model.save(_Weights(scorer), path, signatures={"serving_default": score})
+  tf.saved_model.save(saved_weights.KerasWeights(scorer), path,
+                      signatures={"serving_default": score})
 
 
 def export(scorer: SequenceScorer, movie_vocabulary: str, path: str, summary: dict) -> None:
