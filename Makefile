@@ -1,9 +1,10 @@
 # `make run`: set up .venv and run the pipeline on MovieLens 100k.
 # `make test`: set up .venv and run the test suite on two pytest-xdist workers, one test
 # file at a time each (a pipeline run keeps about one core busy; a file's tests share its
-# fixtures; session fixtures are built once per worker that needs them), in the order
-# tests/conftest.py collects them: files with pipeline runs first (--no-loadscope-reorder;
-# xdist would otherwise start files with the most tests first, and a long one-test file last).
+# fixtures), except that the files reading the shared pushed run go to one worker as one
+# group, so that run is built once (tests/conftest.py, PUSHED_RUN_FILES), in the order
+# tests/conftest.py collects them: that group, then files with pipeline runs, then the rest
+# (--no-loadscope-reorder; xdist would otherwise start the groups with the most tests first).
 # `make bench`: retrieval quality (split last with ablations, and random) vs baselines and
 # ranking on ml-100k (re-ranker ablation), ScaNN at 1.68M candidates, serving latency (each
 # stage, then whole requests), HTTP throughput and a 10-minute soak with a push a minute
