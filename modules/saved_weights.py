@@ -7,8 +7,8 @@ class KerasWeights(tf.Module):
   """What an export saves of a Keras model: its variables, which the exported functions
   capture, and whatever the exporter adds as attributes (tables, Transform's layer). Not
   the Keras model itself: Keras would trace every layer's call into the SavedModel too
-  (about 10 s an export, on any data), and the readers (TFX's Evaluator, serving, the
-  TensorFlow Lite converter) need only the signatures. `model` is there for the
+  (seconds an export, on any data: BENCHMARKS.md, sessions 36 and 39), and the readers
+  (TFX's Evaluator, serving, the TensorFlow Lite converter) need only the signatures. `model` is there for the
   functions to call; it is not saved."""
 
   def __init__(self, model: tf.keras.Model):
