@@ -44,15 +44,24 @@ def fast_pipeline_without_scorer():
 
 
 @pytest.fixture(scope="session")
-def pushed_run(tmp_path_factory, synthetic_dir):
+def pipeline_config(synthetic_dir):
+  """make(output_dir, **overrides): the tests' pipeline (FAST_PIPELINE) on the synthetic
+  data, as pushed_run, mysql_run and the compiled run configure it."""
+  from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+
+  def make(output_dir, **overrides):
+    return PipelineConfig(data_dir=synthetic_dir, output_dir=str(output_dir),
+                          **FAST_PIPELINE, **overrides)
+  return make
+
+
+@pytest.fixture(scope="session")
+def pushed_run(tmp_path_factory, pipeline_config):
   """One real LocalDagRunner run on the synthetic data, blessed and pushed:
   (config, run summary from MLMD, console output)."""
   import io  # pylint: disable=g-import-not-at-top
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
-  from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
-  config = PipelineConfig(data_dir=synthetic_dir,
-                          output_dir=str(tmp_path_factory.mktemp("pipeline-out")),
-                          **FAST_PIPELINE)
+  config = pipeline_config(tmp_path_factory.mktemp("pipeline-out"))
   out = io.StringIO()
   run = local_runner.run(config, out=out).run
   return config, run, out.getvalue()
@@ -68,16 +77,14 @@ def mysql_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def mysql_run(synthetic_dir, mysql_server, tmp_path_factory):
+def mysql_run(pipeline_config, mysql_server, tmp_path_factory):
   """The pushed run's configuration, its metadata in MySQL: (config, run summary from
   MLMD). Independent of pushed_run, so the two can run on different test workers."""
   import io  # pylint: disable=g-import-not-at-top
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
-  from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
-  config = PipelineConfig(
-      data_dir=synthetic_dir, output_dir=str(tmp_path_factory.mktemp("pipeline-out-mysql")),
-      metadata_connection_file=mysql_server.connection_config_file("movrec_e2e"),
-      **FAST_PIPELINE)
+  config = pipeline_config(
+      tmp_path_factory.mktemp("pipeline-out-mysql"),
+      metadata_connection_file=mysql_server.connection_config_file("movrec_e2e"))
   return config, local_runner.run(config, out=io.StringIO()).run
 
 
@@ -146,15 +153,16 @@ def pytest_collection_modifyitems(items):
   whole groups to two workers in this order (--no-loadscope-reorder), each taking the next
   group when it is nearly done: started last, a group of several minutes would leave the
   other worker idle at the end; started first, the short files fill in the gaps."""
+  group = {item.nodeid: work_group(item.nodeid) for item in items}
   misplaced = sorted({item.path.name for item in items if "pushed_run" in item.fixturenames
-                      and item.path.name not in PUSHED_RUN_FILES})
+                      and group[item.nodeid] != PUSHED_RUN_GROUP})
   if misplaced:
     raise pytest.UsageError(f"{', '.join(misplaced)} read pushed_run: add them to "
                             "PUSHED_RUN_FILES in tests/conftest.py (one worker builds that run)")
-  heavy = {work_group(item.nodeid) for item in items if item.get_closest_marker("e2e")
+  heavy = {group[item.nodeid] for item in items if item.get_closest_marker("e2e")
            or PIPELINE_RUN_FIXTURES & set(item.fixturenames)}
-  items.sort(key=lambda item: (work_group(item.nodeid) != PUSHED_RUN_GROUP,
-                               work_group(item.nodeid) not in heavy))  # stable
+  items.sort(key=lambda item: (group[item.nodeid] != PUSHED_RUN_GROUP,
+                               group[item.nodeid] not in heavy))  # stable
 
 
 def pytest_unconfigure(config):  # pylint: disable=unused-argument

@@ -15,18 +15,16 @@ from kubeflow import runner
 from movrec import main as cli
 from pipeline import metadata_store
 from pipeline import pipeline as pipeline_lib
-from pipeline.config import PipelineConfig
 
 
 @pytest.fixture(scope="module")
-def compiled_run(synthetic_dir, fast_pipeline, tmp_path_factory):
-  """The tests' pipeline (conftest's pushed_run configuration) compiled for a cluster
+def compiled_run(pipeline_config, tmp_path_factory):
+  """The tests' pipeline (conftest's pipeline_config, as pushed_run's) compiled for a cluster
   (schemas read from the image's folder, mapped here), then run by the local launcher
   into its own SQLite store. Its own run, not pushed_run's: the worker that runs this
   file need not build that one too (conftest.PUSHED_RUN_GROUP)."""
   out = tmp_path_factory.mktemp("compiled")
-  cluster_config = PipelineConfig(data_dir=synthetic_dir, output_dir=str(out / "outputs"),
-                                  **fast_pipeline)
+  cluster_config = pipeline_config(out / "outputs")
   spec_path = str(out / "pipeline.json")
   runner.compile_pipeline(cluster_config, spec_path, image="movrec-pipeline:test")
   store = metadata_store.open_store(metadata_store.sqlite_config(str(out / "kfp.db")))
