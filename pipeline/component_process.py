@@ -17,6 +17,7 @@ same in both modes. The child dies with its parent (PR_SET_PDEATHSIG): a killed 
 no executor writing into outputs the next run is about to clean up.
 """
 
+import contextlib
 import ctypes
 import os
 import pickle
@@ -48,6 +49,22 @@ IN_PROCESS_EXECUTORS = frozenset({
     "tfx.components.example_validator.executor.Executor",
     "components.validation_gate.component.ValidationGate_Executor",
 })
+
+
+@contextlib.contextmanager
+def arguments_hidden_from_executors():
+  """Runs the body with `sys.argv` cut to the program's name.
+
+  TFX hands the process's arguments to executors: Python executors get them as extra
+  flags, and every Beam executor parses them with absl, so a caller's `-v tests` (pytest's,
+  or a script's) fails a run as `--verbosity=tests`. A run's settings are its
+  PipelineConfig, never the caller's command line."""
+  saved = sys.argv
+  sys.argv = saved[:1]
+  try:
+    yield
+  finally:
+    sys.argv = saved
 
 
 class ComponentProcessError(RuntimeError):
@@ -164,13 +181,13 @@ def _child_main(work_dir: str, parent_pid: int) -> int:
   try:
     spec_class = getattr(executable_spec_pb2, read(_SPEC_TYPE_FILE).decode())
     spec = spec_class.FromString(read(_SPEC_FILE))
-    sys.argv = sys.argv[:1]  # TFX passes the process's arguments to executors as flags
-    # The operator imports the executor (and so its artifact classes) before the
-    # artifacts are rebuilt from the proto.
-    operator = launcher.DEFAULT_EXECUTOR_OPERATORS[spec_class](executor_spec=spec)
-    info = data_types.ExecutionInfo.from_proto(
-        execution_invocation_pb2.ExecutionInvocation.FromString(read(_EXECUTION_FILE)))
-    output = operator.run_executor(info)
+    with arguments_hidden_from_executors():  # the child's arguments are its work dir
+      # The operator imports the executor (and so its artifact classes) before the
+      # artifacts are rebuilt from the proto.
+      operator = launcher.DEFAULT_EXECUTOR_OPERATORS[spec_class](executor_spec=spec)
+      info = data_types.ExecutionInfo.from_proto(
+          execution_invocation_pb2.ExecutionInvocation.FromString(read(_EXECUTION_FILE)))
+      output = operator.run_executor(info)
   except BaseException as e:  # pylint: disable=broad-except
     traceback.print_exc()  # into the run's log
     try:

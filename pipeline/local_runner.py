@@ -96,7 +96,8 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> LocalRunResult:
       try:
         runner = (ChildProcessDagRunner() if config.executors_in_child_processes()
                   else LocalDagRunner())
-        runner.run(pipeline)
+        with component_process.arguments_hidden_from_executors():
+          runner.run(pipeline)
       except Exception as e:  # pylint: disable=broad-except
         raise PipelineRunError(reporter.current, e, log_path) from e
     recorded = run_summary.latest_run(metadata_store(config), config.pipeline_name)

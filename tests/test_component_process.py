@@ -109,3 +109,22 @@ def _command_line(process) -> str:
     return " ".join(process.cmdline())
   except psutil.Error:  # it ended while we looked
     return ""
+
+
+def test_executors_do_not_read_the_callers_command_line(monkeypatch):
+  """A Beam executor parses sys.argv with absl: pytest's `-v tests` is --verbosity=tests."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfx.components.statistics_gen import executor as statistics_gen  # pylint: disable=g-import-not-at-top
+  from pipeline.component_process import arguments_hidden_from_executors  # pylint: disable=g-import-not-at-top
+
+  def make_beam_executor():
+    return statistics_gen.Executor(statistics_gen.Executor.Context(
+        beam_pipeline_args=["--runner=DirectRunner"]))
+
+  caller = ["pytest", "-v", "tests"]
+  monkeypatch.setattr(sys, "argv", list(caller))
+  with pytest.raises(flags.IllegalFlagValueError, match="verbosity=tests"):
+    make_beam_executor()
+  with arguments_hidden_from_executors():
+    make_beam_executor()
+  assert sys.argv == caller  # given back to the caller
