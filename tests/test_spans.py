@@ -51,8 +51,9 @@ def test_second_span_trains_on_a_rolling_window_of_both_warm_started(
   config = PipelineConfig(data_dir=str(root), output_dir=str(tmp_path / "out"),
                           span_pattern="span-{SPAN}", rolling_spans=2, warm_start=True,
                           # ~50 eval users per span: too few for the gates to tell models
-                          # apart (run alone, this file's second ranking model had an
-                          # RMSE 0.09 above the first's and was not pushed); this test is about spans, not quality.
+                          # apart (run alone, the second ranking model had an RMSE 0.09
+                          # above the first's and was not pushed). This test is about
+                          # spans, not quality.
                           retrieval_must_beat_popularity=False,
                           max_regression=1.0, ranking_max_regression=1.0,
                           **fast_pipeline_without_scorer)
