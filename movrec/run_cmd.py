@@ -13,8 +13,12 @@ from movrec import paths
 from pipeline import config as config_lib
 
 
-def resolve_data_dir(flag: Optional[str], dataset: str = download.DEFAULT_DATASET) -> str:
-  """--data-dir, else $MOVIELENS_DATA_DIR, else the (downloaded) cached dataset."""
+def resolve_data_dir(flag: Optional[str], dataset: str = download.DEFAULT_DATASET,
+                     span_pattern: Optional[str] = None) -> str:
+  """--data-dir, else $MOVIELENS_DATA_DIR, else the (downloaded) cached dataset.
+
+  With `span_pattern` the directory holds spans, not a release: PipelineConfig checks the
+  newest span's files."""
   data_dir = flag or os.environ.get(config_lib.ENV_DATA_DIR)
   if data_dir:
     source = "--data-dir" if flag else f"${config_lib.ENV_DATA_DIR}"
@@ -22,7 +26,8 @@ def resolve_data_dir(flag: Optional[str], dataset: str = download.DEFAULT_DATASE
       raise layouts.MovieLensDataError(
           f"{data_dir} (from {source}) is not a directory.\n" +
           layouts.expected_files_message(data_dir))
-    layouts.detect_layout(data_dir)
+    if not span_pattern:
+      layouts.detect_layout(data_dir)
     return data_dir
   return download.download(dataset, progress=sys.stderr.isatty())
 
@@ -31,6 +36,14 @@ def _verdict(stage: dict) -> str:
   if stage.get("blessed"):
     return "BLESSED"
   return "NOT BLESSED" + (f" ({stage['reasons']})" if stage.get("reasons") else "")
+
+
+def _span_note(examples: dict, config) -> str:
+  if not config.span_pattern:
+    return ""
+  window = (f", trained on the newest {config.rolling_spans}"
+            if config.rolling_spans > 1 else "")
+  return f"; span {examples.get('span')}{window}"
 
 
 def summary_lines(result, config, seconds: float) -> List[str]:
@@ -46,7 +59,7 @@ def summary_lines(result, config, seconds: float) -> List[str]:
       f"\nRun {run.run_id} finished in {seconds:.1f} s: {len(run.components)} components "
       f"({run.count('COMPLETE')} executed, {run.count('CACHED')} from cache).",
       f"  data        {config.data_dir} ({examples['movielens_layout']}, "
-      f"{examples['split_method']} split)",
+      f"{examples['split_method']} split{_span_note(examples, config)})",
       f"  ratings     {examples['num_examples_train']:,} train / "
       f"{examples['num_examples_eval']:,} eval; catalogue {catalogue['num_examples_all']:,} movies"]
   if examples.get("skipped_rows"):
@@ -121,10 +134,15 @@ def config_from_args(args, data_dir: str) -> config_lib.PipelineConfig:
                     retrieval_thresholds=retrieval_thresholds or None))
 
 
+def run_config(args) -> config_lib.PipelineConfig:
+  """`movrec run`'s configuration: its data directory found and checked, then its flags."""
+  return config_from_args(args, resolve_data_dir(args.data_dir,
+                                                 span_pattern=args.span_pattern))
+
+
 def cmd_run(args) -> int:
-  data_dir = resolve_data_dir(args.data_dir)
-  cfg = config_from_args(args, data_dir)
-  print(f"Pipeline {cfg.pipeline_name}: {cfg.layout} data in {data_dir}; "
+  cfg = run_config(args)
+  print(f"Pipeline {cfg.pipeline_name}: {cfg.layout} data in {cfg.layout_dir}; "
         f"Beam {cfg.beam_mode}; cache {'on' if cfg.enable_cache else 'off'}; executors in "
         f"{'child processes' if cfg.executors_in_child_processes() else 'this process'}")
   with paths.quiet_imports(args):  # TFX imports TensorFlow and the Cloud clients, which log

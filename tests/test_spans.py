@@ -93,3 +93,21 @@ def test_second_span_trains_on_a_rolling_window_of_both_warm_started(
   n_span_2 = sum(examples.custom_properties[f"num_examples_{s}"].int_value
                  for s in ("train", "eval"))
   assert n_span_2 == len(ratings) - half
+
+
+def test_movrec_run_takes_a_directory_of_spans(tmp_path):
+  """The CLI checks the newest span's files, not the directory's (which holds spans)."""
+  from movrec import main, run_cmd  # pylint: disable=g-import-not-at-top
+  from components.movielens_example_gen.layouts import MovieLensDataError  # pylint: disable=g-import-not-at-top
+  for span in (1, 2):
+    synthetic.write(synthetic.generate(n_users=20, n_movies=15, seed=span),
+                    str(tmp_path / f"span-{span}"))
+  run = lambda *flags: run_cmd.run_config(main.build_parser().parse_args(
+      ["run", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), *flags]))
+
+  config = run("--span-pattern", "span-{SPAN}")
+  assert (config.layout, config.layout_dir) == ("ml-100k", str(tmp_path / "span-2"))
+  with pytest.raises(MovieLensDataError, match="does not hold a MovieLens release"):
+    run()  # without the pattern, a directory of spans is not a release
+  with pytest.raises(MovieLensDataError, match="no span directory matching 'day-{SPAN}'"):
+    run("--span-pattern", "day-{SPAN}")
