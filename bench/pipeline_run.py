@@ -21,7 +21,9 @@ def run(data_dir=None, output_dir=DEFAULT_OUTPUT_DIR, retrieval=None, ranking=No
   PipelineConfig fields) on data_dir."""
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
   config = config_lib.PipelineConfig(
-      data_dir=run_cmd.resolve_data_dir(data_dir), output_dir=output_dir,
+      data_dir=run_cmd.resolve_data_dir(data_dir,
+                                        span_pattern=config_values.get("span_pattern")),
+      output_dir=output_dir,
       retrieval_hparams=retrieval or {}, ranking_hparams=ranking or {}, **config_values)
   started = time.monotonic()
   result = local_runner.run(config, out=sys.stderr).run
