@@ -233,3 +233,36 @@ def test_retrieval_training_with_a_row_filter_trains_on_the_ratings_it_accepts(p
   assert summary["held_out_for_ranking"] == (seconds % 2 == 1).sum()
   assert summary["feeding"] == retrieval_trainer.EXAMPLES
   assert retrieval_trainer.feeding_route(hparams) == retrieval_trainer.WINDOWS
+
+
+def test_the_run_summary_says_what_the_run_recorded(pushed_run):
+  """`movrec run`'s closing lines (run_cmd.summary_lines), against the run's artifacts as
+  MLMD holds them and the bundle on disk."""
+  from movrec import run_cmd  # pylint: disable=g-import-not-at-top
+  from bundle import contract  # pylint: disable=g-import-not-at-top
+  config, run, _ = pushed_run
+  lines = run_cmd.summary_lines(local_runner.LocalRunResult(run, "run.log"), config, 61.04)
+  by_label = {line.split()[0]: line for line in lines[1:]}
+  assert lines[0].startswith(f"\nRun {run.run_id} finished in 61.0 s: "
+                             f"{len(COMPONENTS)} components ({len(COMPONENTS)} executed")
+  assert by_label["data"].endswith(f"{config.data_dir} (ml-100k, last split)")
+  examples = props(run.output("MovieLensExampleGen", "examples"))
+  assert (f"{examples['num_examples_train']:,} train / {examples['num_examples_eval']:,} eval"
+          in by_label["ratings"])
+  evaluation = props(run.output("RetrievalEvaluator", "evaluation"))
+  assert by_label["retrieval"].startswith(
+      f"  retrieval   HR@10 {evaluation['hr_at_10']:.3f}, "
+      f"NDCG@10 {evaluation['ndcg_at_10']:.3f}")
+  for label, node in (("retrieval", "RetrievalEvaluator"), ("index", "IndexBuilder"),
+                      ("ranking", "RankingEvaluator"), ("two-stage", "TwoStageEvaluator")):
+    blessing = props(run.output(node, "blessing"))
+    verdict = ("BLESSED" if blessing["blessed"] else  # with the gate's reasons, if it gave any
+               "NOT BLESSED" + (f" ({blessing['reasons']})" if blessing.get("reasons") else ""))
+    assert by_label[label].endswith(f": {verdict}"), (by_label[label], blessing)
+  rmse = ranking_eval_config.load_metrics(run.output("RankingEvaluator", "evaluation").uri)[""]
+  assert f"eval RMSE {rmse[ranking_eval_config.RMSE]:.4f}" in by_label["ranking"]
+  pushed = props(run.output("BundlePusher", "pushed_model"))
+  destination = pushed[contract.PUSHED_DESTINATION]
+  assert os.path.isdir(destination) and destination.startswith(config.serving_dir)
+  assert by_label["pushed"] == f"  pushed      {destination}"
+  assert by_label["full"] == "  full log    run.log"

@@ -69,7 +69,12 @@ def test_second_span_trains_on_a_rolling_window_of_both_warm_started(
   assert first.output("BundlePusher", "pushed_model").custom_properties["pushed"].int_value
 
   synthetic.write(dataclasses.replace(data, ratings=ratings[half:]), str(root / "span-2"))
-  second = local_runner.run(config, out=io.StringIO()).run
+  second_result = local_runner.run(config, out=io.StringIO())
+  second = second_result.run
+  # `movrec run`'s summary names the span and the window.
+  from movrec import run_cmd  # pylint: disable=g-import-not-at-top
+  assert run_cmd.summary_lines(second_result, config, 1.0)[1] == (
+      f"  data        {root} (ml-100k, last split; span 2, trained on the newest 2)")
   examples = second.output("MovieLensExampleGen", "examples")
   assert examples.custom_properties["span"].int_value == 2
   assert consumed_spans(store, second, "Transform") == [1, 2]  # the window: both spans
